@@ -1,0 +1,281 @@
+"""The vocabulary of changes the planner emits and the executor applies: one frozen, printable value per step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .view import Ranges, count_slots, format_ranges, short_id
+
+
+def _node(ordinal: int | None, node_id: str | None) -> str:
+    if ordinal is None:
+        return f"node {short_id(node_id)}"
+    return f"ordinal {ordinal} ({short_id(node_id)})"
+
+
+@dataclass(frozen=True)
+class Step:
+    """Base of every step: a stable snake_case `kind` for logs and a one-line `describe()` for people."""
+
+    kind: ClassVar[str] = "step"
+
+    def describe(self) -> str:  # pragma: no cover - every subclass overrides it
+        raise NotImplementedError
+
+    def node_ids(self) -> tuple[str, ...]:
+        """The node ids this step expects to find; the executor re-observes instead of acting if one changed."""
+        return ()
+
+    def ordinals(self) -> tuple[int, ...]:
+        """The pods this step touches (two steps with disjoint ordinals may run at once)."""
+        return ()
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+@dataclass(frozen=True)
+class CloseOpenSlot(Step):
+    """Close a slot a legacy migration left open.
+
+    With an importing node: finish toward it (set the owner MIGRATING again if needed, move the remaining
+    keys, then `SETSLOT <slot> NODE <importing>` on the importing node, the old owner and every primary).
+    Without one: `SETSLOT <slot> STABLE` on the migrating node, which still owns the slot and its keys.
+    """
+
+    kind: ClassVar[str] = "close_open_slot"
+    slot: int
+    migrating_ordinal: int | None
+    migrating_id: str | None
+    importing_ordinal: int | None
+    importing_id: str | None
+
+    @property
+    def finish(self) -> bool:
+        return self.importing_id is not None
+
+    def describe(self) -> str:
+        if self.finish:
+            src = _node(self.migrating_ordinal, self.migrating_id) if self.migrating_id else "its owner"
+            return (
+                f"close open slot {self.slot}: finish moving it from {src} "
+                f"to {_node(self.importing_ordinal, self.importing_id)}"
+            )
+        return (
+            f"close open slot {self.slot}: set it stable on {_node(self.migrating_ordinal, self.migrating_id)}"
+            " (nothing was imported)"
+        )
+
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(i for i in (self.migrating_id, self.importing_id) if i)
+
+    def ordinals(self) -> tuple[int, ...]:
+        return tuple(o for o in (self.migrating_ordinal, self.importing_ordinal) if o is not None)
+
+
+@dataclass(frozen=True)
+class AwaitMigration(Step):
+    """An atomic slot migration job is in flight: wait until it ends (success, or failed and retryable)."""
+
+    kind: ClassVar[str] = "await_migration"
+    source_ordinal: int
+    source_id: str
+    target_ordinal: int | None
+    target_id: str
+    ranges: Ranges
+    job_id: str | None = None
+
+    def describe(self) -> str:
+        return (
+            f"wait for the migration of {count_slots(self.ranges)} slots {format_ranges(self.ranges)} "
+            f"from {_node(self.source_ordinal, self.source_id)} to {_node(self.target_ordinal, self.target_id)}"
+        )
+
+    def node_ids(self) -> tuple[str, ...]:
+        return (self.source_id, self.target_id)
+
+    def ordinals(self) -> tuple[int, ...]:
+        return tuple(o for o in (self.source_ordinal, self.target_ordinal) if o is not None)
+
+
+@dataclass(frozen=True)
+class SetConfigEpoch(Step):
+    """`CLUSTER SET-CONFIG-EPOCH` on a fresh node before it meets anyone (distinct epochs avoid collisions)."""
+
+    kind: ClassVar[str] = "set_config_epoch"
+    ordinal: int
+    node_id: str
+    epoch: int
+
+    def describe(self) -> str:
+        return f"set config epoch {self.epoch} on {_node(self.ordinal, self.node_id)}"
+
+    def node_ids(self) -> tuple[str, ...]:
+        return (self.node_id,)
+
+    def ordinals(self) -> tuple[int, ...]:
+        return (self.ordinal,)
+
+
+@dataclass(frozen=True)
+class Meet(Step):
+    """Introduce the node at its current IP to the node at `via_ordinal`, in both directions; verify membership."""
+
+    kind: ClassVar[str] = "meet"
+    ordinal: int
+    node_id: str
+    ip: str
+    port: int
+    via_ordinal: int
+    via_id: str
+
+    def describe(self) -> str:
+        return (
+            f"meet {_node(self.ordinal, self.node_id)} at {self.ip}:{self.port} "
+            f"with {_node(self.via_ordinal, self.via_id)}"
+        )
+
+    def node_ids(self) -> tuple[str, ...]:
+        return (self.node_id, self.via_id)
+
+    def ordinals(self) -> tuple[int, ...]:
+        return (self.ordinal, self.via_ordinal)
+
+
+@dataclass(frozen=True)
+class AssignSlots(Step):
+    """`CLUSTER ADDSLOTSRANGE` for slots no node owns (no data can exist in them)."""
+
+    kind: ClassVar[str] = "assign_slots"
+    ordinal: int
+    node_id: str
+    ranges: Ranges
+
+    def describe(self) -> str:
+        return (
+            f"assign {count_slots(self.ranges)} slots {format_ranges(self.ranges)} "
+            f"to {_node(self.ordinal, self.node_id)}"
+        )
+
+    def node_ids(self) -> tuple[str, ...]:
+        return (self.node_id,)
+
+    def ordinals(self) -> tuple[int, ...]:
+        return (self.ordinal,)
+
+
+@dataclass(frozen=True)
+class MigrateSlots(Step):
+    """Move slots and their keys from one primary to another (atomic engine on 9.x, legacy on 8.x)."""
+
+    kind: ClassVar[str] = "migrate_slots"
+    source_ordinal: int
+    source_id: str
+    target_ordinal: int
+    target_id: str
+    ranges: Ranges
+
+    def describe(self) -> str:
+        return (
+            f"migrate {count_slots(self.ranges)} slots {format_ranges(self.ranges)} "
+            f"from {_node(self.source_ordinal, self.source_id)} to {_node(self.target_ordinal, self.target_id)}"
+        )
+
+    def node_ids(self) -> tuple[str, ...]:
+        return (self.source_id, self.target_id)
+
+    def ordinals(self) -> tuple[int, ...]:
+        return (self.source_ordinal, self.target_ordinal)
+
+
+@dataclass(frozen=True)
+class Replicate(Step):
+    """`CLUSTER REPLICATE` the primary; done when the link is up and the offset is non-zero."""
+
+    kind: ClassVar[str] = "replicate"
+    ordinal: int
+    node_id: str
+    primary_ordinal: int
+    primary_id: str
+
+    def describe(self) -> str:
+        return f"make {_node(self.ordinal, self.node_id)} a replica of {_node(self.primary_ordinal, self.primary_id)}"
+
+    def node_ids(self) -> tuple[str, ...]:
+        return (self.node_id, self.primary_id)
+
+    def ordinals(self) -> tuple[int, ...]:
+        return (self.ordinal, self.primary_ordinal)
+
+
+@dataclass(frozen=True)
+class ResetNode(Step):
+    """Make a node an empty, lone primary: FLUSHALL (only on a replica or a node without slots), then
+    `CLUSTER RESET` (SOFT keeps the node id, HARD makes a new one and zeroes the epochs)."""
+
+    kind: ClassVar[str] = "reset_node"
+    ordinal: int
+    node_id: str
+    hard: bool = False
+
+    def describe(self) -> str:
+        mode = "hard" if self.hard else "soft"
+        return f"reset {_node(self.ordinal, self.node_id)} ({mode}) to an empty primary"
+
+    def node_ids(self) -> tuple[str, ...]:
+        return (self.node_id,)
+
+    def ordinals(self) -> tuple[int, ...]:
+        return (self.ordinal,)
+
+
+@dataclass(frozen=True)
+class Forget(Step):
+    """`CLUSTER FORGET` the id on every other node (each node then bans it for 60 s)."""
+
+    kind: ClassVar[str] = "forget"
+    node_id: str
+    reason: str = ""
+
+    def describe(self) -> str:
+        why = f" ({self.reason})" if self.reason else ""
+        return f"forget node {short_id(self.node_id)} on every node{why}"
+
+    def node_ids(self) -> tuple[str, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Failover(Step):
+    """Manual `CLUSTER FAILOVER` (never FORCE or TAKEOVER) on a replica: it becomes its shard's primary."""
+
+    kind: ClassVar[str] = "failover"
+    ordinal: int
+    node_id: str
+    primary_ordinal: int | None = None
+    primary_id: str | None = None
+
+    def describe(self) -> str:
+        old = f" (taking over from {_node(self.primary_ordinal, self.primary_id)})" if self.primary_id else ""
+        return f"fail over to {_node(self.ordinal, self.node_id)}{old}"
+
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(i for i in (self.node_id, self.primary_id) if i)
+
+    def ordinals(self) -> tuple[int, ...]:
+        return tuple(o for o in (self.ordinal, self.primary_ordinal) if o is not None)
+
+
+STEP_TYPES: tuple[type[Step], ...] = (
+    CloseOpenSlot,
+    AwaitMigration,
+    SetConfigEpoch,
+    Meet,
+    AssignSlots,
+    MigrateSlots,
+    Replicate,
+    ResetNode,
+    Forget,
+    Failover,
+)
