@@ -60,6 +60,16 @@ templates never build a name themselves.
 {{- printf "%s-reconciler" (include "valkey.fullname" .) -}}
 {{- end -}}
 
+{{/* The reconciler's Lease (coordination.k8s.io): the name valkey_reconciler.lock.lease_name gives it; the Role allows only this one. */}}
+{{- define "valkey.leaseName" -}}
+{{- printf "%s-reconciler" (include "valkey.fullname" .) -}}
+{{- end -}}
+
+{{/* CronJob of the scheduled heal runs: `kubectl logs job/<this>-<n>` finds a run's log. */}}
+{{- define "valkey.healName" -}}
+{{- printf "%s-heal" (include "valkey.fullname" .) -}}
+{{- end -}}
+
 {{/* Hook Job name for a phase (`reconcile`, `drain`): `kubectl logs job/<this>` finds its log. */}}
 {{- define "valkey.jobName" -}}
 {{- printf "%s-%s" (include "valkey.fullname" .root) .phase -}}
