@@ -9,7 +9,7 @@ import dataclasses
 import hashlib
 
 from valkey_reconciler.layout import layout
-from valkey_reconciler.plan import plan
+from valkey_reconciler.plan import plan, plan_drain
 from valkey_reconciler.steps import (
     AssignSlots,
     AwaitMigration,
@@ -18,6 +18,7 @@ from valkey_reconciler.steps import (
     Forget,
     Meet,
     MigrateSlots,
+    RemoveNode,
     Replicate,
     ResetNode,
     SetConfigEpoch,
@@ -28,9 +29,11 @@ from valkey_reconciler.view import (
     IMPORT,
     IMPORTING,
     MIGRATING,
+    FAILED,
     ONLINE,
     PRIMARY,
     REPLICA,
+    TOTAL_SLOTS,
     ClusterView,
     MigrationJob,
     NodeState,
@@ -92,8 +95,13 @@ def rebuild(nodes: list[NodeState], members: set[str], ghosts: dict[str, Peer]) 
             n = dataclasses.replace(n, keys=n.slot_count)
         fixed.append(n)
     by_id = {n.node_id: n for n in fixed}
+    member_slots = [r for m in fixed if m.node_id in members and m.is_primary for r in m.slots]
+    members_ok = count_slots(member_slots) == TOTAL_SLOTS
     out = []
     for n in fixed:
+        # CLUSTER INFO cluster_state: ok once the node sees all 16384 slots served
+        covered = members_ok if n.node_id in members else count_slots(n.slots) == TOTAL_SLOTS
+        n = dataclasses.replace(n, cluster_state="ok" if covered else "fail")
         if n.is_replica:
             p = by_id.get(n.primary_id)
             n = dataclasses.replace(n, keys=p.keys if p else n.keys)
@@ -124,7 +132,9 @@ def _by_id(nodes: dict[int, NodeState], nid: str) -> NodeState:
 def _move(nodes: dict[int, NodeState], source: NodeState, target: NodeState, ranges) -> None:
     assert source.is_primary and target.is_primary, "slots move between primaries only"
     assert intersect_ranges(source.slots, ranges) == merge_ranges(ranges), "source does not own every slot"
-    nodes[source.ordinal] = dataclasses.replace(source, slots=subtract_ranges(source.slots, ranges))
+    left = subtract_ranges(source.slots, ranges)
+    # one key per slot in the simulation: the keys leave with their slots
+    nodes[source.ordinal] = dataclasses.replace(source, slots=left, keys=count_slots(left))
     t = nodes[target.ordinal]
     nodes[target.ordinal] = dataclasses.replace(t, slots=merge_ranges(t.slots + tuple(ranges)))
 
@@ -182,15 +192,35 @@ def apply(view: ClusterView, step: Step) -> ClusterView:
         n = _by_id(nodes, step.node_id)
         old = _by_id(nodes, n.primary_id)
         nodes[n.ordinal] = dataclasses.replace(n, role=PRIMARY, primary_id=None, slots=old.slots)
-        nodes[old.ordinal] = dataclasses.replace(old, role=REPLICA, primary_id=n.node_id, slots=())
+        # A manual failover leaves the old primary in sync as a replica of the new one.
+        nodes[old.ordinal] = dataclasses.replace(
+            old, role=REPLICA, primary_id=n.node_id, slots=(), link_up=True, repl_offset=max(1, old.repl_offset)
+        )
         for o, m in list(nodes.items()):
             if m.is_replica and m.primary_id == old.node_id:
                 nodes[o] = dataclasses.replace(m, primary_id=n.node_id)
+    elif isinstance(step, RemoveNode):
+        n = _by_id(nodes, step.node_id)
+        assert not (n.is_primary and (n.slots or n.keys)), "removal of a primary that owns slots or keys"
+        assert not any(m.is_replica and m.primary_id == n.node_id for m in nodes.values()), \
+            "removal of a node that is still replicated"
+        nodes[n.ordinal] = _hard_reset(n)
+        members.discard(n.node_id)
+        ghosts.pop(n.node_id, None)
     else:  # pragma: no cover
         raise AssertionError(f"the simulator does not know {step.kind}")
     if len(members) == 1:
         members.clear()
     return rebuild(list(nodes.values()), members, ghosts)
+
+
+def _hard_reset(n: NodeState) -> NodeState:
+    """CLUSTER RESET HARD: a new id (derived from the old one), no data, no peers, epochs zeroed."""
+    new_id = hashlib.sha1(f"reset-{n.node_id}".encode()).hexdigest()
+    return dataclasses.replace(
+        n, node_id=new_id, role=PRIMARY, primary_id=None, slots=(), keys=0, link_up=False, repl_offset=0,
+        open_slots=(), config_epoch=0,
+    )
 
 
 def _r(slot: int):
@@ -202,6 +232,14 @@ def _r(slot: int):
 def interrupt(view: ClusterView, step: Step, fraction: float, atomic: bool) -> ClusterView:
     """The view after `step` was cut short: a migration part-done (legacy: the next slot left open; atomic:
     the job still in flight) or a step that did nothing yet."""
+    if isinstance(step, RemoveNode):
+        # The reset happened, the forget did not: the others still know the old id, failed and without address.
+        nodes, members, ghosts = _state(view)
+        n = _by_id(nodes, step.node_id)
+        ghosts[n.node_id] = Peer(node_id=n.node_id, ip="", port=0, role=n.role, health=FAILED)
+        nodes[n.ordinal] = _hard_reset(n)
+        members.discard(n.node_id)
+        return rebuild(list(nodes.values()), members, ghosts)
     if not isinstance(step, MigrateSlots):
         return view
     nodes, members, ghosts = _state(view)
@@ -255,4 +293,29 @@ def grow(view: ClusterView, count: int, placements: dict[int, Placement] | None 
 def built(masters: int, replicas: int, placements=None) -> ClusterView:
     """A converged masters×replicas cluster, formed by the planner from fresh pods."""
     view, _ = converge(fresh_view(masters * (1 + replicas), placements), masters, replicas, placements)
+    return view
+
+
+def converge_drain(view: ClusterView, masters: int, replicas: int, placements=None) -> tuple[ClusterView, list[Step]]:
+    """The drain loop: observe → plan_drain → execute the first step, until nothing is left to drain."""
+    done: list[Step] = []
+    for _ in range(MAX_STEPS):
+        steps = plan_drain(view, masters, replicas, placements)
+        if not steps:
+            return view, done
+        view = apply(view, steps[0])
+        done.append(steps[0])
+    raise AssertionError(f"drain did not finish after {MAX_STEPS} steps; last: {[s.describe() for s in done[-5:]]}")
+
+
+def shrink(view: ClusterView, size: int) -> ClusterView:
+    """The StatefulSet shrank: only ordinals below `size` remain."""
+    return ClusterView(tuple(n for n in view if n.ordinal < size))
+
+
+def moved_primaries(view: ClusterView, replica_ordinals) -> ClusterView:
+    """Manual failovers onto the given replicas (primaries moved onto those ordinals)."""
+    for o in replica_ordinals:
+        n = view.by_ordinal(o)
+        view = apply(view, Failover(o, n.node_id, view.ordinal_of(n.primary_id), n.primary_id))
     return view

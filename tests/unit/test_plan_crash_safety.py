@@ -86,3 +86,72 @@ def test_random_partial_orders_of_independent_migrations_converge():
                         state = apply(state, m)
         final, _ = converge(state, 6, 1)
         assert shape(final) == target.shape()
+
+
+# -- drain ------------------------------------------------------------------------------------------------
+
+
+def _drain_scenarios():
+    """(name, view, masters, replicas): every scale-down of the drain issue and the mixed ones."""
+    from planner_sim import moved_primaries
+
+    yield "6x0 to 3x0", built(6, 0), 3, 0
+    yield "4x1 to 2x1, primaries on high ordinals", moved_primaries(built(4, 1), [4, 5, 6, 7]), 2, 1
+    yield "4x1 to 2x1 in place", built(4, 1), 2, 1
+    yield "3x2 to 3x1", built(3, 2), 3, 1
+    yield "5x1 to 1x0", built(5, 1), 1, 0
+    yield "2x3 to 3x1", built(2, 3), 3, 1
+    yield "6x0 to 2x1", built(6, 0), 2, 1
+    yield "3x1 to 2x1, one primary moved high", moved_primaries(built(3, 1), [5]), 2, 1
+
+
+DRAIN_SCENARIOS = list(_drain_scenarios())
+
+
+def _unprotected(view, size):
+    """Slot-owning primaries without any replica although a surviving replica exists somewhere."""
+    return [p.ordinal for p in view.primaries() if not view.replicas_of(p.node_id)]
+
+
+@pytest.mark.parametrize("name,view,masters,replicas", DRAIN_SCENARIOS, ids=[s[0] for s in DRAIN_SCENARIOS])
+def test_every_drain_prefix_replans_to_the_same_end_state(name, view, masters, replicas):
+    from planner_sim import converge_drain, shrink
+    from valkey_reconciler.plan import plan_drain
+    from valkey_reconciler.steps import RemoveNode
+
+    rng = random.Random(f"{SEED}-drain-{name}")
+    steps = plan_drain(view, masters, replicas)
+    assert steps, "scenario must need work"
+    size = masters * (1 + replicas)
+    target, _ = converge_drain(view, masters, replicas)
+    end = shape(target)
+
+    # The plan applied in order, without re-observing, reaches the same end state.
+    state = view
+    for s in steps:
+        state = apply(state, s)
+    assert shape(state) == end
+
+    state = view
+    for k in range(len(steps) + 1):
+        cases = [state]
+        if k < len(steps) and isinstance(steps[k], (MigrateSlots, RemoveNode)):
+            cases.append(interrupt(state, steps[k], rng.random(), atomic=False))
+            if isinstance(steps[k], MigrateSlots):
+                cases.append(interrupt(state, steps[k], rng.random(), atomic=True))
+        for start in cases:
+            final, done = converge_drain(start, masters, replicas)
+            assert shape(final) == end, f"after {k} steps of {name}"
+            assert len(done) == len(set(done)), "a step was repeated"
+            assert len(done) <= len(steps) - k + 2
+            assert plan_drain(final, masters, replicas) == (), "a second drain is not a no-op"
+            # the post-upgrade reconcile, on the pods left after the shrink, reaches the layout
+            survivors = shrink(final, size)
+            done_view, _ = converge(survivors, masters, replicas)
+            assert shape(done_view) == layout(survivors, masters, replicas).shape()
+        if k < len(steps):
+            before = _unprotected(state, size) if replicas else []
+            state = apply(state, steps[k])
+            if replicas:
+                # no step leaves a primary without a replica that had one before (protection never drops)
+                assert set(_unprotected(state, size)) <= set(before), f"step {k} of {name}: {steps[k]}"

@@ -1,16 +1,23 @@
-"""The planner: from an observed view and a desired layout to the ordered steps that remain. Pure and deterministic."""
+"""The planner: from an observed view and a desired layout (or a smaller size to drain to) to the ordered
+steps that remain. Pure and deterministic."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Mapping
+
 from .errors import PlanRefused
-from .layout import Layout
+from .layout import Layout, Transfer, _slot_flows, colocation_cost, expected_size
 from .steps import (
     AssignSlots,
     AwaitMigration,
     CloseOpenSlot,
+    Failover,
     Forget,
     Meet,
     MigrateSlots,
+    RemoveNode,
     Replicate,
     ResetNode,
     SetConfigEpoch,
@@ -20,14 +27,23 @@ from .view import (
     FAILED,
     IMPORTING,
     MIGRATING,
+    PRIMARY,
+    REPLICA,
     ClusterView,
     NodeState,
+    Placement,
+    count_slots,
     format_ranges,
     intersect_ranges,
     merge_ranges,
     short_id,
     subtract_ranges,
 )
+
+# Drain: share of its maxmemory a surviving primary must still have free once it has received the data of
+# the removed shards (clients keep writing during the move, and the estimate is per slot, not per key).
+MEMORY_HEADROOM = 0.10
+MB = 1024 * 1024
 
 
 def plan(view: ClusterView, layout: Layout) -> tuple[Step, ...]:
@@ -254,3 +270,338 @@ def _replica_steps(view: ClusterView, layout: Layout) -> list[Step]:
             continue
         steps.append(Replicate(ordinal=ordinal, node_id=n.node_id, primary_ordinal=primary, primary_id=p.node_id))
     return steps
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Drain: empty and remove the pods a smaller size deletes (ordinals >= masters × (1 + replicas)).
+#
+# Which shards survive: at most `masters` of the slot-owning shards that have a member on a surviving
+# ordinal, preferring the most members on surviving ordinals (least data to copy again), then the lowest
+# surviving ordinal. Every step of a drain only adds surviving members to surviving shards or takes them
+# from the others, so the choice never changes while a drain is under way (re-planning is stable).
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DrainDesign:
+    """What a drain does, worked out on the observed view (printed by --dry-run, checked by the gates)."""
+
+    size: int
+    doomed: tuple[int, ...]  # observed ordinals >= size that are still cluster members
+    kept: tuple[int, ...]  # ordinals that will be the primaries of the surviving shards
+    failovers: tuple[Failover, ...]
+    after: ClusterView  # the view as it will be once the failovers are done
+    transfers: tuple[Transfer, ...]  # slot flows from the dissolved shards (and any surplus) to the kept ones
+
+
+def doomed_ordinals(view: ClusterView, masters: int, replicas_per_master: int) -> tuple[int, ...]:
+    size = expected_size(masters, replicas_per_master)
+    return tuple(n.ordinal for n in view if n.ordinal >= size)
+
+
+def _check_size(masters: int, replicas_per_master: int) -> None:
+    if masters < 1:
+        raise PlanRefused(
+            f"masters must be at least 1 (got {masters}): a cluster needs a primary to hold its 16384 slots; "
+            "set masters to 1 or more",
+            reason="masters_below_one",
+        )
+    if replicas_per_master < 0:
+        raise PlanRefused(
+            f"replicas per master must be 0 or more (got {replicas_per_master})", reason="negative_replicas"
+        )
+
+
+def _foreign_ids(view: ClusterView) -> tuple[list[str], list[tuple[str, str]]]:
+    """Ids some pod knows that no pod has now: (ghosts to forget, unknown members as (id, ip)).
+
+    A ghost is failed, has lost its address (noaddr: its IP now answers with another id, as after a
+    CLUSTER RESET HARD) or sits at a pod's IP under an id that pod no longer has."""
+    pod_ips = {n.ip for n in view}
+    ghosts: list[str] = []
+    unknown: list[tuple[str, str]] = []
+    for node_id, reports in view.foreign_peers().items():
+        if all(p.health == FAILED or not p.ip for p in reports) or any(p.ip in pod_ips for p in reports):
+            ghosts.append(node_id)
+        else:
+            unknown.append((node_id, next(p.ip for p in reports if p.ip)))
+    return ghosts, unknown
+
+
+def _surviving_shards(view: ClusterView, size: int, masters: int) -> list[NodeState]:
+    """Current primaries of the shards that survive (see the rule above), in ordinal order."""
+    ranked = []
+    for p in view.primaries():
+        members = [p, *view.replicas_of(p.node_id)]
+        surviving = sorted(m.ordinal for m in members if m.ordinal < size)
+        if surviving:
+            ranked.append((-len(surviving), surviving[0], p))
+    ranked.sort(key=lambda r: (r[0], r[1]))
+    return sorted((r[2] for r in ranked[:masters]), key=lambda n: n.ordinal)
+
+
+def _after_failovers(view: ClusterView, failovers: list[Failover]) -> ClusterView:
+    """The view once each failover is done: the replica owns the shard's slots, the old primary and the
+    shard's other replicas replicate it (Valkey re-points them when they learn the new owner)."""
+    nodes = {n.ordinal: n for n in view}
+    for f in failovers:
+        new, old = nodes[f.ordinal], nodes[f.primary_ordinal]
+        nodes[new.ordinal] = dataclasses.replace(new, role=PRIMARY, primary_id=None, slots=old.slots)
+        nodes[old.ordinal] = dataclasses.replace(old, role=REPLICA, primary_id=new.node_id, slots=())
+        for o, m in list(nodes.items()):
+            if m.is_replica and m.primary_id == old.node_id:
+                nodes[o] = dataclasses.replace(m, primary_id=new.node_id)
+    return ClusterView(tuple(nodes.values()))
+
+
+def drain_design(
+    view: ClusterView, masters: int, replicas_per_master: int, placement: Mapping[int, Placement] | None = None
+) -> DrainDesign:
+    """Which shards survive, the failovers that put their primaries on surviving ordinals, and the slot flows."""
+    _check_size(masters, replicas_per_master)
+    size = expected_size(masters, replicas_per_master)
+    doomed = tuple(n.ordinal for n in view if n.ordinal >= size and not n.is_alone)
+    for n in view:
+        if n.ordinal >= size and n.is_alone and (n.slots or n.keys):
+            what = f"{n.slot_count} slots" if n.slots else f"{n.keys} keys"
+            raise PlanRefused(
+                f"{n.label()} at {n.address} is removed by the new size but is not part of the cluster and "
+                f"holds {what}; those would be lost with the pod: copy them out, or empty it "
+                "(FLUSHALL, CLUSTER RESET) if they are not needed, then drain again",
+                ordinal=n.ordinal,
+                reason="lone_node_with_data",
+            )
+    uncovered = view.unowned_ranges() if view.primaries() else ()
+    if uncovered:
+        raise PlanRefused(
+            f"slots {format_ranges(uncovered)} ({count_slots(uncovered)}) are owned by no pod, so the cluster "
+            "is down; bring their primary back (or assign them by hand if that data is gone), then drain again",
+            reason="slots_uncovered",
+        )
+    kept_now = _surviving_shards(view, size, masters)
+    if view.primaries() and not kept_now:
+        raise PlanRefused(
+            f"no pod below ordinal {size} holds or replicates any shard, so nothing could take the data; "
+            "run `valkey-reconciler reconcile` with the current size so the surviving pods join, then drain",
+            reason="no_surviving_shard",
+        )
+    failovers: list[Failover] = []
+    for p in kept_now:
+        if p.ordinal < size:
+            continue
+        candidates = [r for r in view.replicas_of(p.node_id) if r.ordinal < size]
+        synced = [r for r in candidates if r.synced]
+        if not synced:
+            r = candidates[0]
+            raise PlanRefused(
+                f"the shard of {p.label()} (slots {format_ranges(p.slots)}) must move to a surviving pod, but "
+                f"its replica {r.label()} is not in sync (replication link "
+                f"{'up' if r.link_up else 'down'}, offset {r.repl_offset}); a failover now could lose writes. "
+                "Wait until the replica has synced (INFO replication: master_link_status:up), then drain again",
+                ordinal=r.ordinal,
+                primary_ordinal=p.ordinal,
+                reason="replica_not_synced",
+            )
+        r = synced[0]
+        failovers.append(Failover(ordinal=r.ordinal, node_id=r.node_id, primary_ordinal=p.ordinal, primary_id=p.node_id))
+    after = _after_failovers(view, failovers)
+    kept = [after.by_ordinal(f.ordinal) for f in failovers] + [p for p in kept_now if p.ordinal < size]
+    kept.sort(key=lambda n: n.ordinal)
+    kept_ords = {n.ordinal for n in kept}
+    leaving = [n for n in after.primaries() if n.ordinal not in kept_ords]
+    transfers = _slot_flows(after, kept, leaving)[0] if kept else []
+    return DrainDesign(
+        size=size,
+        doomed=doomed,
+        kept=tuple(n.ordinal for n in kept),
+        failovers=tuple(failovers),
+        after=after,
+        transfers=tuple(transfers),
+    )
+
+
+def plan_drain(
+    view: ClusterView, masters: int, replicas_per_master: int, placement: Mapping[int, Placement] | None = None
+) -> tuple[Step, ...]:
+    """The steps that empty and remove every pod at an ordinal >= masters × (1 + replicas), in order:
+    open slots and running migrations first (alone), then forgetting ghost ids, failovers onto surviving
+    ordinals, slot migrations to the surviving primaries (ending in an even split), re-pointing surviving
+    replicas whose primary goes away (and giving an unprotected surviving primary a replica while a
+    surviving pod can be one), then removals: replicas before primaries, highest ordinal first.
+
+    Empty when nothing is left to drain. Whatever the post-upgrade `reconcile` would do anyway (more
+    primaries, the exact replica count) is left to it."""
+    _check_size(masters, replicas_per_master)
+    _refuse_unknown(view)
+    _refuse_conflicts(view)
+    first = _open_work(view)
+    if first:
+        return first
+    ghosts, _ = _foreign_ids(view)
+    steps: list[Step] = [Forget(node_id=g, reason="a removed or restarted pod's old id") for g in ghosts]
+    design = drain_design(view, masters, replicas_per_master, placement)
+    if not design.doomed:
+        return tuple(steps)
+    steps += design.failovers
+    steps += _slot_steps(design.after, _layout_for_transfers(design))
+    steps += _drain_replica_steps(design, replicas_per_master, placement)
+    steps += _removals(design)
+    return tuple(steps)
+
+
+def _layout_for_transfers(design: DrainDesign) -> Layout:
+    """A Layout carrying only the drain's transfers, so the reconcile planner's migration grouping is reused."""
+    return Layout(
+        masters=len(design.kept),
+        replicas_per_master=0,
+        survivors=(),
+        doomed=design.doomed,
+        shards=(),
+        transfers=design.transfers,
+        promote=(),
+    )
+
+
+def _refuse_unknown(view: ClusterView) -> None:
+    _, unknown = _foreign_ids(view)
+    if unknown:
+        node_id, ip = unknown[0]
+        raise PlanRefused(
+            f"node {short_id(node_id)} at {ip} is a member of the cluster but is none of the {len(view)} pods "
+            f"found (ordinals 0…{len(view) - 1}); if it is a pod whose name did not resolve, wait until it "
+            "does (or list every pod with --node) and drain again; if it is not one of ours, remove it by hand "
+            "(CLUSTER FORGET on every node) first",
+            node_id=node_id,
+            ip=ip,
+            reason="unknown_node",
+        )
+
+
+def _drain_replica_steps(
+    design: DrainDesign, r: int, placement: Mapping[int, Placement] | None
+) -> list[Step]:
+    """Surviving replicas of a primary that goes away are re-pointed (or, with 0 replicas wanted, made empty
+    primaries); then each surviving primary without a surviving replica gets one while a surviving pod can
+    serve: a replica of a dissolved shard, an emptied primary, or a replica beyond the wanted count."""
+    after, size = design.after, design.size
+    places = {n.ordinal: (placement or {}).get(n.ordinal, n.placement) for n in after}
+    kept = [after.by_ordinal(o) for o in design.kept]
+    kept_ids = {n.node_id for n in kept}
+    removed_ids = {after.by_ordinal(o).node_id for o in design.doomed}
+    surviving = [n for n in after if n.ordinal < size and not n.is_alone]
+    count = {k.node_id: sum(1 for n in surviving if n.is_replica and n.primary_id == k.node_id) for k in kept}
+    used: set[int] = set()
+    steps: list[Step] = []
+    anchor = kept[0] if kept else None
+
+    def point(n: NodeState, k: NodeState) -> None:
+        steps.append(Replicate(ordinal=n.ordinal, node_id=n.node_id, primary_ordinal=k.ordinal, primary_id=k.node_id))
+        count[k.node_id] += 1
+        if n.is_replica and n.primary_id in count:
+            count[n.primary_id] -= 1
+        used.add(n.ordinal)
+
+    for n in surviving:
+        if not (n.is_replica and n.primary_id in removed_ids):
+            continue
+        if r == 0 or not kept:
+            # No replica places: it becomes an empty primary (a reset forgets its primary, a meet brings it back).
+            steps.append(ResetNode(ordinal=n.ordinal, node_id=n.node_id, hard=False))
+            if anchor is not None:
+                steps.append(_meet(n, anchor))
+            used.add(n.ordinal)
+            continue
+        point(n, min(kept, key=lambda k: (count[k.node_id], colocation_cost(n, k, places), k.ordinal)))
+    if r == 0:
+        return steps
+    for k in kept:
+        if count[k.node_id]:
+            continue
+        # (pool, ordinal direction): replicas of dissolved shards and emptied primaries lowest ordinal first;
+        # a surplus replica of a surviving shard highest ordinal first (the one reconcile would drop).
+        donors = [
+            ([n for n in surviving if n.is_replica and n.primary_id not in kept_ids], 1),
+            ([n for n in surviving if n.is_primary and n.node_id not in kept_ids], 1),
+            ([n for n in surviving if n.is_replica and n.primary_id in kept_ids and count[n.primary_id] > r], -1),
+        ]
+        for pool, direction in donors:
+            pool = [n for n in pool if n.ordinal not in used]
+            if pool:
+                point(min(pool, key=lambda n: (colocation_cost(n, k, places), direction * n.ordinal)), k)
+                break
+    return steps
+
+
+def _removals(design: DrainDesign) -> list[Step]:
+    """Doomed replicas first (a primary is removed only once nothing replicates it), highest ordinal first."""
+    doomed = [design.after.by_ordinal(o) for o in design.doomed]
+    replicas = sorted((n for n in doomed if n.is_replica), key=lambda n: -n.ordinal)
+    primaries = sorted((n for n in doomed if n.is_primary), key=lambda n: -n.ordinal)
+    return [RemoveNode(ordinal=n.ordinal, node_id=n.node_id, require_empty=True) for n in replicas + primaries]
+
+
+def drain_gates(
+    view: ClusterView, masters: int, replicas_per_master: int, placement: Mapping[int, Placement] | None = None
+) -> None:
+    """The safety gates a drain passes before it changes anything; each raises PlanRefused naming the
+    problem and the fix. Gossip settling after a change is not judged here: the caller re-observes."""
+    _check_size(masters, replicas_per_master)
+    _refuse_unknown(view)
+    members = [n for n in view if not n.is_alone]
+    pod_ids = {n.node_id: n for n in view}
+    for n in members:
+        for p in n.peers:
+            if p.health == FAILED and p.node_id in pod_ids:
+                failed = pod_ids[p.node_id]
+                raise PlanRefused(
+                    f"{n.label()} reports {failed.label()} as failed: the cluster is not healthy. Find out why "
+                    f"that pod is unreachable from its peers (restart it, check the network on port 16379) and "
+                    "drain again once every node sees every other as healthy",
+                    ordinal=failed.ordinal,
+                    reporter=n.ordinal,
+                    reason="node_failed",
+                )
+    bad = [n for n in members if n.cluster_state != "ok"]
+    design = drain_design(view, masters, replicas_per_master, placement)  # slots_uncovered and friends
+    if bad:
+        names = ", ".join(n.label() for n in bad)
+        raise PlanRefused(
+            f"cluster_state is not ok on {names}: the cluster is not healthy; run `valkey-reconciler status` to "
+            "see why, fix it (or let the scheduled reconcile heal it), then drain again",
+            ordinals=[n.ordinal for n in bad],
+            reason="cluster_unhealthy",
+        )
+    plan_drain(view, masters, replicas_per_master, placement)  # conflicts, open slots that cannot be closed
+    _memory_gate(view, design)
+
+
+def _memory_gate(view: ClusterView, design: DrainDesign) -> None:
+    """Refuse when a receiving primary with a maxmemory would end above maxmemory minus the headroom.
+
+    Incoming data per transfer is estimated as the donor's used memory × the share of its slots it gives
+    (conservative: it counts the donor's fixed overhead too)."""
+    incoming: dict[int, float] = {}
+    for t in design.transfers:
+        if t.source is None:
+            continue
+        owned = count_slots(design.after.by_ordinal(t.source).slots) or 1
+        # A donor that takes over by failover first is a replica now: it holds the same data as its primary.
+        used = view.by_ordinal(t.source).used_memory
+        incoming[t.target] = incoming.get(t.target, 0.0) + used * count_slots(t.ranges) / owned
+    for ordinal, extra in sorted(incoming.items()):
+        target = view.by_ordinal(ordinal)
+        if target.maxmemory <= 0:
+            continue
+        need = target.used_memory + extra
+        limit = target.maxmemory * (1 - MEMORY_HEADROOM)
+        if need > limit:
+            raise PlanRefused(
+                f"{target.label()} would hold about {need / MB:.1f} MB after receiving {extra / MB:.1f} MB from the "
+                f"removed shards, above its maxmemory {target.maxmemory / MB:.1f} MB less "
+                f"{MEMORY_HEADROOM:.0%} headroom ({limit / MB:.1f} MB); raise maxmemory (and the pods' memory "
+                "limits) first, or keep more masters",
+                ordinal=ordinal,
+                need_bytes=int(need),
+                limit_bytes=int(limit),
+                reason="not_enough_memory",
+            )

@@ -267,6 +267,31 @@ class Failover(Step):
         return tuple(o for o in (self.ordinal, self.primary_ordinal) if o is not None)
 
 
+@dataclass(frozen=True)
+class RemoveNode(Step):
+    """Take a drained pod out of the cluster before its StatefulSet shrinks.
+
+    Precondition, checked on a fresh read right before acting: the node still has `node_id`, no node
+    replicates it and, when it is a primary, it owns no slot and holds no key (`require_empty`; a replica's
+    keys are a copy of its primary's, which stays). Then `CLUSTER RESET HARD` (the node takes a new id and
+    forgets every peer, so it cannot gossip its way back), then `CLUSTER FORGET` of the old id on every
+    other member at once (each bans the id for 60 s, so none re-learns it from another)."""
+
+    kind: ClassVar[str] = "remove_node"
+    ordinal: int
+    node_id: str
+    require_empty: bool = True
+
+    def describe(self) -> str:
+        return f"remove {_node(self.ordinal, self.node_id)}: reset it (hard) and forget it on every node"
+
+    def node_ids(self) -> tuple[str, ...]:
+        return (self.node_id,)
+
+    def ordinals(self) -> tuple[int, ...]:
+        return (self.ordinal,)
+
+
 STEP_TYPES: tuple[type[Step], ...] = (
     CloseOpenSlot,
     AwaitMigration,
@@ -278,4 +303,5 @@ STEP_TYPES: tuple[type[Step], ...] = (
     ResetNode,
     Forget,
     Failover,
+    RemoveNode,
 )
