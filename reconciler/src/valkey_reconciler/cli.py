@@ -1,0 +1,158 @@
+"""The `valkey-reconciler` command: settings → observe → plan → execute one step → observe again."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Sequence, TextIO
+
+import valkey
+
+from valkey_reconciler import kube, logs
+from valkey_reconciler.errors import EXIT_FAILED, EXIT_OK, ConfigError, ReconcilerError, StepFailed
+from valkey_reconciler.execute import Executor, StaleStep, next_batch
+from valkey_reconciler.layout import layout
+from valkey_reconciler.node import Node, make_nodes
+from valkey_reconciler.observe import observe
+from valkey_reconciler.plan import plan
+from valkey_reconciler.settings import Settings, load
+from valkey_reconciler.status import problems, report, table
+from valkey_reconciler.view import ClusterView
+from valkey_reconciler.waits import Deadline
+
+# The same step planned again this many times in a row means it does not take effect: stop.
+MAX_REPEATS = 3
+SETTLE_POLL_S = 0.1
+SETTLE_LOG_INTERVAL_S = 1.0
+
+
+def _settled(view: ClusterView) -> str | None:
+    """Why a view whose plan is empty is not yet a working cluster (gossip still spreading), or None."""
+    bad = [n.label() for n in view if n.cluster_state != "ok"]
+    if bad:
+        return "cluster_state is not ok on " + ", ".join(bad)
+    if not view.agrees():
+        return "the nodes do not yet agree on the slot map and roles"
+    return None
+
+
+def reconcile(settings: Settings, nodes: list[Node], log: Any, out: TextIO) -> int:
+    deadline = Deadline(settings.timeout)
+    started = time.monotonic()
+    placements = kube.placements(settings, log)
+    place_map = {i: p for i, p in enumerate(placements) if p is not None}
+    executor = Executor(nodes, settings.user, settings.password, log, settings.timeout)
+    taken = 0
+    last, repeats = None, 0
+    last_settle_log = 0.0
+    assert settings.masters is not None and settings.replicas_per_master is not None
+    while True:
+        view = observe(nodes, deadline.remaining(), placements, log)
+        desired = layout(view, settings.masters, settings.replicas_per_master, place_map)
+        steps = plan(view, desired)
+        if not steps:
+            why = _settled(view)
+            if why is None:
+                elapsed = round(time.monotonic() - started, 3)
+                if settings.dry_run:
+                    print("nothing to do: the cluster already matches the desired layout", file=out)
+                if taken == 0:
+                    log.info("reconcile_noop", message="cluster already converged; no step taken",
+                             nodes=len(view), elapsed_s=elapsed)
+                log.info("reconcile_finished", steps=taken, nodes=len(view), elapsed_s=elapsed,
+                         masters=settings.masters, replicas_per_master=settings.replicas_per_master)
+                return EXIT_OK
+            if time.monotonic() - last_settle_log >= SETTLE_LOG_INTERVAL_S:
+                log.info("settle_waiting", reason=why)
+                last_settle_log = time.monotonic()
+            if deadline.expired():
+                raise StepFailed(f"the plan is complete but the cluster did not settle within "
+                                 f"{settings.timeout:.0f}s: {why}")
+            time.sleep(SETTLE_POLL_S)
+            continue
+        log.info("plan_computed", steps=len(steps), plan=[s.describe() for s in steps])
+        if settings.dry_run:
+            print(f"plan ({len(steps)} step(s)); --dry-run: nothing was changed", file=out)
+            for i, step in enumerate(steps, 1):
+                print(f"{i:>4}. {step.describe()}", file=out)
+            return EXIT_OK
+        if deadline.expired():
+            raise StepFailed(f"timed out after {settings.timeout:.0f}s with {len(steps)} step(s) left; "
+                             f"next: {steps[0].describe()}")
+        batch = next_batch(steps)
+        key = tuple(s.describe() for s in batch)
+        repeats = repeats + 1 if key == last else 1
+        last = key
+        if repeats > MAX_REPEATS:
+            raise StepFailed(f"step did not take effect after {MAX_REPEATS} attempts: {batch[0].describe()}",
+                             kind=batch[0].kind)
+        executor.timeout = max(1.0, deadline.remaining())
+        t0 = time.monotonic()
+        for step in batch:
+            log.info("step_started", kind=step.kind, step=step.describe())
+        try:
+            executor.run(batch, view)
+        except StaleStep as exc:
+            log.info("step_skipped", kind=batch[0].kind, reason=str(exc))
+            continue
+        except ReconcilerError as exc:
+            exc.data.setdefault("step", batch[0].describe())
+            raise
+        elapsed = round(time.monotonic() - t0, 3)
+        for step in batch:
+            log.info("step_finished", kind=step.kind, step=step.describe(), elapsed_s=elapsed)
+        taken += len(batch)
+
+
+def status(settings: Settings, nodes: list[Node], log: Any, out: TextIO) -> int:
+    view = observe(nodes, settings.timeout, None, log)
+    rep = report(view, settings.replicas_per_master)
+    if settings.json:
+        print(json.dumps(rep, indent=2, sort_keys=True), file=out)
+    else:
+        print(table(rep), file=out)
+    if settings.check and problems(view, settings.replicas_per_master):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    try:
+        settings = load(argv)
+    except ConfigError as exc:
+        print(f"valkey-reconciler: bad settings: {exc}; nothing was changed", file=sys.stderr)
+        return exc.exit_code
+    logs.configure(settings.log_format, secrets=(settings.password,))
+    log = logs.get().bind(command=settings.command)
+    nodes = make_nodes(settings)
+    try:
+        if settings.command == "drain":
+            from valkey_reconciler import drain  # finds the pods beyond the new size itself (argv: address scheme)
+
+            return drain.run(settings, log, out, argv)
+        if settings.command == "status":
+            return status(settings, nodes, log, out)
+        return reconcile(settings, nodes, log, out)
+    except ReconcilerError as exc:
+        log.error(f"{settings.command}_failed", error=str(exc), error_type=type(exc).__name__,
+                  **{k: v for k, v in exc.data.items() if k not in ("error",)})
+        print(f"valkey-reconciler: {settings.command} failed: {logs.scrub(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except valkey.exceptions.ValkeyError as exc:
+        # A node went away or refused mid-step: the next run re-observes and plans again.
+        text = logs.scrub(f"{type(exc).__name__}: {exc}")
+        log.error(f"{settings.command}_failed", error=text, error_type=type(exc).__name__)
+        print(f"valkey-reconciler: {settings.command} failed: {text}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("valkey-reconciler: interrupted; the next run continues from the observed state", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        for node in nodes:
+            node.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

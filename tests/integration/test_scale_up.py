@@ -1,0 +1,36 @@
+"""Growing a loaded cluster while a cluster-aware client writes and reads: nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import pytest
+
+from .helpers import FAST_OVERRIDES, Writer, load_keys, read_back, reconcile, unexecuted_writes_absent, wait_healthy
+
+KEYS = 200_000
+GROWTH = [((3, 0), (6, 0)), ((3, 1), (5, 1))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("before,after", GROWTH, ids=[f"{a[0]}x{a[1]}-to-{b[0]}x{b[1]}" for a, b in GROWTH])
+def test_growing_under_load_keeps_every_acknowledged_write_and_balances_slots(node_set, engine, before, after):
+    nodes = node_set(after[0] * (1 + after[1]), engine=engine, persistence="", overrides=FAST_OVERRIDES)
+    formed = reconcile(nodes, *before)
+    assert formed.code == 0, formed.stderr
+    assert wait_healthy(nodes, *before) == []
+    model = load_keys(nodes, KEYS)
+
+    with Writer(nodes) as writer:
+        grown = reconcile(nodes, *after)
+    assert grown.code == 0, grown.stderr
+    names = grown.event_names()
+    assert "migration_progress" in names and "reconcile_finished" in names
+
+    assert writer.errors == [], writer.errors[:5]
+    assert writer.ops > 100 and writer.reads_checked > 10
+    assert wait_healthy(nodes, *after) == []
+    assert read_back(nodes, model) == []
+    assert read_back(nodes, writer.model) == []
+    # valkey-py's ASK-to-unknown-node failure (see helpers.Writer) happens only with the 8.x legacy
+    # engine; the failed writes were never executed.
+    assert engine == "8" or writer.unknown_node_asks == []
+    assert unexecuted_writes_absent(nodes, writer) == []
