@@ -13,6 +13,7 @@ from valkey_reconciler import kube, logs
 from valkey_reconciler.errors import EXIT_FAILED, EXIT_OK, ConfigError, ReconcilerError, StepFailed
 from valkey_reconciler.execute import Executor, StaleStep, next_batch
 from valkey_reconciler.layout import layout
+from valkey_reconciler.lock import reconciler_lock
 from valkey_reconciler.node import Node, make_nodes
 from valkey_reconciler.observe import observe
 from valkey_reconciler.plan import plan
@@ -128,13 +129,17 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     log = logs.get().bind(command=settings.command)
     nodes = make_nodes(settings)
     try:
-        if settings.command == "drain":
-            from valkey_reconciler import drain  # finds the pods beyond the new size itself (argv: address scheme)
-
-            return drain.run(settings, log, out, argv)
         if settings.command == "status":
             return status(settings, nodes, log, out)
-        return reconcile(settings, nodes, log, out)
+        # Two reconcilers never act at once: a hook run waits, a scheduled (--if-idle) run steps aside.
+        with reconciler_lock(settings, log) as act:
+            if not act:
+                return EXIT_OK
+            if settings.command == "drain":
+                from valkey_reconciler import drain  # finds the pods beyond the new size itself
+
+                return drain.run(settings, log, out, argv)
+            return reconcile(settings, nodes, log, out)
     except ReconcilerError as exc:
         log.error(f"{settings.command}_failed", error=str(exc), error_type=type(exc).__name__,
                   **{k: v for k, v in exc.data.items() if k not in ("error",)})

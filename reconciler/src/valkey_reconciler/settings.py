@@ -37,6 +37,7 @@ ENV_FLAGS = {
     "VALKEY_TIMEOUT_SECONDS": ("--timeout", "timeout"),
     "VALKEY_PERSISTENCE": ("--persistence", "persistence"),
     "LOG_FORMAT": ("--log-format", "log_format"),
+    "VALKEY_LOCK_FILE": ("--lock-file", "lock_file"),
 }
 
 
@@ -61,6 +62,8 @@ class Settings:
     json: bool = False
     check: bool = False
     explicit_nodes: bool = False
+    lock_file: str | None = None  # the lock outside Kubernetes (lock.py picks the default path)
+    if_idle: bool = False  # a scheduled run: exit 0 when another reconciler holds the lock
 
     @property
     def expected_pods(self) -> int:
@@ -94,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--timeout", help="bound in seconds on every wait (VALKEY_TIMEOUT_SECONDS, default: 300)")
     common.add_argument("--persistence", help="the chart's persistence: rdb,aof | rdb | aof | empty (VALKEY_PERSISTENCE)")
     common.add_argument("--log-format", help="json | console | auto (LOG_FORMAT, default: auto)")
+    common.add_argument("--lock-file", help="lock file used outside Kubernetes so two reconcilers for the same "
+                                            "nodes never act at once (VALKEY_LOCK_FILE)")
 
     parser = _Parser(prog="valkey-reconciler",
                      description="Forms, scales and checks a Valkey cluster. "
@@ -103,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("drain", "empty the pods a scale-down removes, before the StatefulSet shrinks")):
         p = sub.add_parser(name, parents=[common], help=text, description=text)
         p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+        p.add_argument("--if-idle", action="store_true",
+                       help="exit 0 without acting when another reconciler holds the lock "
+                            "(scheduled runs; VALKEY_LOCK_MODE=skip)")
     p = sub.add_parser("status", parents=[common], help="show the cluster per shard",
                        description="show the cluster per shard")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -259,4 +267,5 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         hosts_file=hosts_file, timeout=timeout, persistence=persistence, log_format=log_format,
         dry_run=bool(getattr(args, "dry_run", False)), json=bool(getattr(args, "json", False)),
         check=bool(getattr(args, "check", False)), explicit_nodes=bool(args.node),
+        lock_file=pick("VALKEY_LOCK_FILE")[0], if_idle=bool(getattr(args, "if_idle", False)),
     )
