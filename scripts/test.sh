@@ -5,4 +5,5 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/bootstrap.sh
-exec .venv/bin/python -m pytest "$@"
+# Two workers: the suite is sized for 2 cores (each test cluster has its own loopback addresses).
+exec .venv/bin/python -m pytest -n 2 "$@"
