@@ -281,6 +281,8 @@ same across upgrades; `helm template` has no cluster and gets fresh random value
   value: {{ include "valkey.persistence" . | quote }}
 - name: VALKEY_TIMEOUT_SECONDS
   value: {{ int .Values.hooks.timeoutSeconds | quote }}
+- name: VALKEY_ROLL_ALLOW_DATA_LOSS
+  value: {{ .Values.rollout.allowDataLoss | toString | quote }}
 - name: LOG_FORMAT
   value: json
 {{- end -}}

@@ -15,6 +15,7 @@ EXPECTED_ENV = {
     "VALKEY_POD_ADDRESS": "valkey-rel-{ordinal}.valkey-rel-headless.cache.svc.cluster.local",
     "VALKEY_PERSISTENCE": "rdb,aof",
     "VALKEY_TIMEOUT_SECONDS": "300",
+    "VALKEY_ROLL_ALLOW_DATA_LOSS": "false",
     "LOG_FORMAT": "json",
 }
 PHASES = {
@@ -97,9 +98,11 @@ class TestRbac:
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "valkey-rel-reconciler", "namespace": "cache"}]
 
     def test_role_only_reads_pods_in_the_core_group(self, helm):
-        # The Lease rules (coordination.k8s.io) are checked exactly in test_chart_heal.py.
+        # The Lease rules (coordination.k8s.io) are checked exactly in test_chart_heal.py; the roll's rules
+        # (pod delete by name, events) in test_chart_roll.py.
         role = one(render_chart(helm), "Role", "valkey-rel-reconciler")
-        core = [r for r in role["rules"] if r["apiGroups"] == [""]]
+        core = [r for r in role["rules"] if r["apiGroups"] == [""] and "resourceNames" not in r
+                and r["resources"] != ["events"]]
         assert core == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
 
     def test_no_cluster_scoped_rbac(self, helm):

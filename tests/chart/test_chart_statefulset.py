@@ -157,8 +157,8 @@ class TestStatefulSet:
         assert s["spec"]["template"]["metadata"]["labels"]["team"] == "x"
 
     def test_update_strategy_value(self, helm):
-        assert sts(helm)["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
-        assert sts(helm, {"updateStrategy": {"type": "OnDelete"}})["spec"]["updateStrategy"] == {"type": "OnDelete"}
+        assert sts(helm)["spec"]["updateStrategy"] == {"type": "OnDelete"}
+        assert sts(helm, {"updateStrategy": {"type": "RollingUpdate"}})["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
 
     def test_metrics_sidecar_logs_in_as_monitor_from_the_internal_secret(self, helm):
         s = sts(helm, {"metrics": {"enabled": True}})

@@ -18,14 +18,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ROOT_CONFTEST = REPO_ROOT / "tests" / "conftest.py"
 
 
-LATER_STEPS_REASON = (
-    "needs reconciler work in progress: healing a cluster whose pods all came back on new IPs (issue 5; "
-    "seen: the heal CronJob's `reconcile` stops with 'step did not take effect after 3 attempts: meet "
-    "ordinal N at <new ip>'), and a post-upgrade `reconcile` that survives the 2x2 -> 3x1 change with "
-    "persistence rdb,aof rolling every pod (seen: the reconciler exiting with a Python traceback); the "
-    "4x1 -> 2x2 `drain` (issue 4) is being finished too")
-
-
 @pytest.fixture
 def local(request, tmp_path):
     """Factory of runner releases, each on its own loopback range; `down --purge` at teardown and
@@ -155,7 +147,6 @@ def test_install_3x1_then_upgrade_to_4x1_with_data_and_live_client(local, engine
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=LATER_STEPS_REASON)
 def test_upgrade_to_2x2_restart_all_on_new_ips_then_3x1_with_rdb_aof(local):
     release = local("9")
     persistence = ["--set", "persistence=rdb"]

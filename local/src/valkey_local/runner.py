@@ -20,6 +20,7 @@ from . import manifests as mf
 from .binaries import BinaryNotFoundError, cli_binary, server_binary
 from .manifests import Hook, Rendered
 from .nodes import CLIENT_PORT, REPO_ROOT, NodeError, node_ip
+from .podapi import PodApiServer
 from .pods import (DEFAULT_GRACE_SECONDS, SHM_ROOT, EnvEntry, PodError, PodNode, check_address_free,
                    is_pod_process, resolve_env, revision, rewrite_paths, stop_pid, wipe)
 from .store import SecretError, SecretStore
@@ -429,13 +430,25 @@ class Runner:
             runner_env["TMPDIR"] = str(mounts["/tmp"])
         return env, runner_env
 
-    def run_hook(self, hook: Hook, phase: str, operation: str, store: SecretStore, timeout: float) -> None:
+    def run_hook(self, hook: Hook, phase: str, operation: str, store: SecretStore, timeout: float,
+                 applied: Rendered | None = None) -> None:
+        """Runs a hook Job (backoffLimit + 1 attempts). With `applied` (the StatefulSet as Kubernetes has it
+        while this hook runs), the Job can read, delete and report on the pods through the pod API socket."""
+        if applied is None or not self.state.get("pods"):
+            self._run_hook(hook, phase, operation, store, timeout, {})
+            return
+        with PodApiServer(self, applied, store) as api:
+            self._run_hook(hook, phase, operation, store, timeout, api.env())
+
+    def _run_hook(self, hook: Hook, phase: str, operation: str, store: SecretStore, timeout: float,
+                  api_env: dict[str, str]) -> None:
         container = hook.container
         if container.get("command"):
             raise RunnerError(f"Job {hook.name} sets `command`; the local runner runs the reconciler image's "
                               "entrypoint (valkey-reconciler) with the Job's args")
         args = [str(a) for a in container.get("args") or []]
         env, runner_env = self.job_env(hook.manifest, container, store)
+        runner_env.update(api_env)
         backoff = hook.manifest["spec"].get("backoffLimit", DEFAULT_BACKOFF_LIMIT)
         command = [self.reconciler_binary(), *args]
         log_dir = self.dir / "jobs"
@@ -447,12 +460,14 @@ class Runner:
                      f"{' '.join(args)}` (attempt {attempt}); log {log_path}")
             started = time.monotonic()
             with open(log_path, "wb") as log:
+                proc = subprocess.Popen(command, env={**runner_env, **{e.name: e.value for e in env}},
+                                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+                self.event(event="hook_started", phase=phase, job=hook.name, attempt=attempt, pid=proc.pid)
                 try:
-                    done = subprocess.run(command, env={**runner_env, **{e.name: e.value for e in env}},
-                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          timeout=timeout, cwd=self.dir)
-                    code = done.returncode
+                    code = proc.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
                     code = None
             self.event(event="hook", operation=operation, revision=revision_, phase=phase, job=hook.name,
                        weight=hook.weight, args=args, env_names=[e.name for e in env],
@@ -472,8 +487,16 @@ class Runner:
     def run_phase(self, rendered: Rendered, phase: str, operation: str, store: SecretStore,
                   timeout: float) -> None:
         self.configmaps = rendered.configmaps
-        for hook in rendered.hooks_for(phase):
-            self.run_hook(hook, phase, operation, store, timeout)
+        hooks = rendered.hooks_for(phase)
+        if not hooks:
+            return
+        # What the Kubernetes API shows while the hook runs: pre-* hooks run before Helm applies the new
+        # StatefulSet (the last applied one, saved by the previous operation), post-* hooks after.
+        applied = rendered
+        if phase.startswith("pre-") and (self.dir / "manifests.yaml").exists():
+            applied = self.saved_render()
+        for hook in hooks:
+            self.run_hook(hook, phase, operation, store, timeout, applied)
 
     # --- operations -------------------------------------------------------------------------------------
 
@@ -597,7 +620,8 @@ class Runner:
                 pods[plan.name]["pending_revision"] = plan.revision
             self.save()
             self.say(f"updateStrategy OnDelete: {', '.join(p.name for p in stale)} keep the old revision until "
-                     "restarted (`valkey-local restart ORDINAL`)")
+                     "deleted: the post-upgrade reconcile restarts them one at a time (replicas first, a "
+                     "failover before each primary), or `valkey-local restart ORDINAL`")
             return
         for plan in stale:
             if plan.ordinal < partition:
@@ -646,7 +670,7 @@ class Runner:
                 job = {"metadata": {**cronjob["metadata"]}, "spec": cronjob["spec"]["jobTemplate"]["spec"]}
                 hook = Hook(name=cronjob["metadata"]["name"], phases=("scheduled",), weight=0, manifest=job)
                 self.say(f"CronJob {hook.name}: running its Job now instead of waiting for the schedule")
-                self.run_hook(hook, "scheduled", "restart", store, timeout)
+                self.run_hook(hook, "scheduled", "restart", store, timeout, rendered)
             if not rendered.cronjobs:
                 self.say("the chart renders no scheduled reconcile (CronJob): nothing heals the cluster after "
                          "a restart until the next `upgrade` runs the hooks")

@@ -1,14 +1,17 @@
-"""Pod placement (Kubernetes node and zone) read through the Kubernetes API when running inside a cluster."""
+"""Pod placement (Kubernetes node and zone) read through the Kubernetes API, once any rollout Kubernetes itself runs has finished."""
 
 from __future__ import annotations
 
 import os
 from typing import Any, Sequence
 
+from valkey_reconciler.pods import PodApi, PodApiError, make_pod_api, rollout_in_progress
 from valkey_reconciler.view import Placement
+from valkey_reconciler.waits import wait_until
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 API_TIMEOUT_S = 5.0
+ROLLOUT_POLL_S = 1.0
 
 
 def in_cluster() -> bool:
@@ -19,11 +22,45 @@ def pod_name(cluster_name: str, ordinal: int) -> str:
     return f"valkey-{cluster_name}-{ordinal}"
 
 
+def wait_for_rollout(settings: Any, log: Any, api: PodApi | None = None) -> None:
+    """Wait (bounded by the run's timeout) while Kubernetes replaces pods itself (updateStrategy
+    RollingUpdate): planning against pods that restart under the reconciler would be planning on sand.
+
+    Under OnDelete there is nothing to wait for (the reconciler's own roll restarts the pods). When the
+    StatefulSet cannot be read (no pod interface, or an older Role without `get` on it) this says so and
+    goes on."""
+    api = api if api is not None else make_pod_api(settings, log)
+    if api is None:
+        return
+    logged: list[str] = []
+
+    def pending() -> str | None:
+        why = rollout_in_progress(api.snapshot().statefulset)
+        if why and not logged:
+            log.info("rollout_waiting", reason=why, message="Kubernetes is replacing pods (RollingUpdate); "
+                                                            "planning starts once every pod is replaced and ready")
+            logged.append(why)
+        return why
+
+    try:
+        waited = wait_until(pending, settings.timeout, "the StatefulSet's RollingUpdate to finish",
+                            poll=ROLLOUT_POLL_S)
+    except PodApiError as exc:
+        log.warning("rollout_unknown", reason=str(exc), message="cannot read the StatefulSet; planning without "
+                                                                "waiting for a rollout")
+        return
+    if logged:
+        log.info("rollout_finished", waited_s=round(waited, 3))
+
+
 def placements(settings: Any, log: Any) -> list[Placement | None]:
     """Placement per ordinal, or None for each where it cannot be read (outside Kubernetes, no RBAC, …).
 
+    Called first by every `reconcile` and `drain`: it waits for a RollingUpdate in progress to finish
+    (wait_for_rollout), since the pods it replaces may also move to other Kubernetes nodes.
     Missing placement only weakens the replica spreading preference (it falls back to distinct IPs).
     """
+    wait_for_rollout(settings, log)
     count = settings.expected_pods
     if not in_cluster() or settings.explicit_nodes or not settings.cluster_name:
         return [None] * count
