@@ -12,6 +12,8 @@ from valkey_reconciler.layout import layout
 from valkey_reconciler.plan import plan, plan_drain
 from valkey_reconciler.steps import (
     AssignSlots,
+    AwaitAgreement,
+    AwaitFailover,
     AwaitMigration,
     CloseOpenSlot,
     Failover,
@@ -155,6 +157,24 @@ def apply(view: ClusterView, step: Step) -> ClusterView:
         _move(nodes, _by_id(nodes, step.source_id), _by_id(nodes, step.target_id), step.ranges)
         for o, n in list(nodes.items()):
             nodes[o] = dataclasses.replace(n, migrations=tuple(j for j in n.migrations if not j.active))
+    elif isinstance(step, AwaitFailover):
+        ghost = ghosts[step.node_id]
+        if step.replica_ordinals:
+            # Valkey's automatic failover: the best replica takes the lost primary's slots.
+            n = nodes[step.replica_ordinals[0]]
+            nodes[n.ordinal] = dataclasses.replace(n, role=PRIMARY, primary_id=None,
+                                                   slots=merge_ranges(n.slots + ghost.slots))
+            for o, m in list(nodes.items()):
+                if m.is_replica and m.primary_id == step.node_id and o != n.ordinal:
+                    nodes[o] = dataclasses.replace(m, primary_id=n.node_id)
+            ghosts[step.node_id] = dataclasses.replace(ghost, role=REPLICA, slots=(), health=FAILED)
+        else:
+            ghosts[step.node_id] = dataclasses.replace(ghost, health=FAILED)
+    elif isinstance(step, AwaitAgreement):
+        # Valkey's epoch rule: the claimant with the higher config epoch keeps the slots.
+        a, b = (nodes[o] for o in step.claimants)
+        loser = a if (a.config_epoch, -a.ordinal) < (b.config_epoch, -b.ordinal) else b
+        nodes[loser.ordinal] = dataclasses.replace(loser, slots=subtract_ranges(loser.slots, step.ranges))
     elif isinstance(step, SetConfigEpoch):
         n = _by_id(nodes, step.node_id)
         assert n.is_alone and n.config_epoch == 0, "SET-CONFIG-EPOCH needs a lone node at epoch 0"
@@ -319,3 +339,26 @@ def moved_primaries(view: ClusterView, replica_ordinals) -> ClusterView:
         n = view.by_ordinal(o)
         view = apply(view, Failover(o, n.node_id, view.ordinal_of(n.primary_id), n.primary_id))
     return view
+
+
+def restart_fresh(view: ClusterView, ordinal: int, *, failed: bool = True, promoted: bool = False) -> ClusterView:
+    """The pod at `ordinal` came back as a new, empty node (persistence off). The others keep its old id as a
+    ghost without address: failed (or not yet), and, when `promoted`, its replica has already taken its slots."""
+    nodes, members, ghosts = _state(view)
+    old = nodes[ordinal]
+    slots = merge_ranges(old.slots) if old.is_primary else ()
+    if promoted and slots:
+        rep = next(m for m in nodes.values() if m.is_replica and m.primary_id == old.node_id)
+        nodes[rep.ordinal] = dataclasses.replace(rep, role=PRIMARY, primary_id=None, slots=slots)
+        for o, m in list(nodes.items()):
+            if m.is_replica and m.primary_id == old.node_id and o != rep.ordinal:
+                nodes[o] = dataclasses.replace(m, primary_id=rep.node_id)
+        slots = ()
+    members.discard(old.node_id)
+    ghosts[old.node_id] = Peer(node_id=old.node_id, ip="", port=0, role=PRIMARY if slots else REPLICA,
+                               health=FAILED if failed else ONLINE, slots=slots)
+    new = fresh_node(ordinal, old.placement, old.version)
+    new_id = node_id(ordinal, 1)
+    nodes[ordinal] = dataclasses.replace(new, node_id=new_id,
+                                         known_nodes=(dataclasses.replace(new.known_nodes[0], node_id=new_id),))
+    return rebuild(list(nodes.values()), members, ghosts)

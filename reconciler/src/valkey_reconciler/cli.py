@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any, Sequence, TextIO
 
 import valkey
 
-from valkey_reconciler import kube, logs
+from valkey_reconciler import kube, logs, roll
 from valkey_reconciler.errors import EXIT_FAILED, EXIT_OK, ConfigError, ReconcilerError, StepFailed
 from valkey_reconciler.execute import Executor, StaleStep, next_batch
 from valkey_reconciler.layout import layout
@@ -38,6 +39,13 @@ def _settled(view: ClusterView) -> str | None:
     return None
 
 
+def _persistence(settings: Settings) -> str | None:
+    """The chart's persistence; an empty VALKEY_PERSISTENCE that is set means "off" (the hook Jobs set it so)."""
+    if settings.persistence is None and os.environ.get("VALKEY_PERSISTENCE") is not None:
+        return ""
+    return settings.persistence
+
+
 def reconcile(settings: Settings, nodes: list[Node], log: Any, out: TextIO) -> int:
     deadline = Deadline(settings.timeout)
     started = time.monotonic()
@@ -51,10 +59,11 @@ def reconcile(settings: Settings, nodes: list[Node], log: Any, out: TextIO) -> i
     while True:
         view = observe(nodes, deadline.remaining(), placements, log)
         desired = layout(view, settings.masters, settings.replicas_per_master, place_map)
-        steps = plan(view, desired)
+        steps = plan(view, desired, persistence=_persistence(settings))
         if not steps:
             why = _settled(view)
             if why is None:
+                taken += roll.run(settings, nodes, log, out, placements)  # restart outdated pods, then failback
                 elapsed = round(time.monotonic() - started, 3)
                 if settings.dry_run:
                     print("nothing to do: the cluster already matches the desired layout", file=out)

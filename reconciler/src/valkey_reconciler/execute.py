@@ -7,14 +7,16 @@ from typing import Any, Callable, Sequence
 import valkey
 
 from valkey_reconciler import migrate
-from valkey_reconciler.errors import StepFailed
+from valkey_reconciler.errors import ConvergenceTimeout, StepFailed
 from valkey_reconciler.node import Node
 from valkey_reconciler.observe import parallel, parse_shards
 from valkey_reconciler.steps import (
-    AssignSlots, AwaitMigration, CloseOpenSlot, Failover, Forget, Meet, MigrateSlots, Replicate, ResetNode,
+    AssignSlots, AwaitAgreement, AwaitFailover, AwaitMigration, CloseOpenSlot, Failover, Forget, Meet, MigrateSlots, Replicate, ResetNode,
     SetConfigEpoch, Step,
 )
-from valkey_reconciler.view import FAILED, PRIMARY, ClusterView, SlotRange, iter_slots
+from valkey_reconciler.view import (
+    FAILED, PRIMARY, ClusterView, SlotRange, count_slots, format_ranges, iter_slots,
+)
 from valkey_reconciler.waits import wait_until
 
 # Valkey answers "Unknown node" to REPLICATE/FORGET until gossip has told the node about the peer.
@@ -163,6 +165,7 @@ class Executor:
         first = batch[0]
         handler = {
             CloseOpenSlot: self._close_open_slots, AwaitMigration: self._await_migrations,
+            AwaitFailover: self._await_failover, AwaitAgreement: self._await_agreement,
             SetConfigEpoch: self._set_config_epochs, Meet: self._meet, AssignSlots: self._assign_slots,
             MigrateSlots: self._migrate, Replicate: self._replicate, ResetNode: self._reset,
             Forget: self._forget, Failover: self._failover,
@@ -197,13 +200,17 @@ class Executor:
         ordinals = sorted({o for pair in pairs for o in pair})
 
         def pending() -> str | None:
-            # MEET answers OK even for an unreachable address: only a finished handshake proves it.
+            # MEET answers OK even for an unreachable address: only a finished handshake proves it. A node
+            # met again at a new IP keeps its id: the handshake ends when the peer records the new address.
             # Gossip then spreads each new member to the rest; the run's final settle waits for that.
-            known = {o: {p.node_id for p in peers} for o, peers in self._shards(ordinals).items()}
+            known = {o: {p.node_id: p.ip for p in peers} for o, peers in self._shards(ordinals).items()}
             for a, b in pairs:
                 for x, y in ((a, b), (b, a)):
-                    if view.by_ordinal(y).node_id not in known[x]:
+                    other = view.by_ordinal(y)
+                    if other.node_id not in known[x]:
                         return f"ordinal {x} has not finished its handshake with ordinal {y}"
+                    if known[x][other.node_id] != other.ip:
+                        return f"ordinal {x} still records ordinal {y} at {known[x][other.node_id] or 'no address'}"
             return None
 
         self._wait(pending, f"{len(batch)} met node(s) to finish their handshake")
@@ -300,6 +307,49 @@ class Executor:
         self._wait_owners(view, {move.target_id: tuple(SlotRange(s, s) for s in slots)},
                           "every node to see the closed slots on their new owner")
 
+    def _await_failover(self, batch: list[AwaitFailover], view: ClusterView) -> None:
+        members = self._member_ordinals(view)
+        for step in batch:
+            want = set(iter_slots(step.ranges))
+
+            def pending(step: AwaitFailover = step) -> str | None:
+                for ordinal, peers in self._shards(members).items():
+                    ghost = next((p for p in peers if p.node_id == step.node_id), None)
+                    if step.replica_ordinals:
+                        if ghost is not None and ghost.role == PRIMARY and want & set(iter_slots(ghost.slots)):
+                            return f"ordinal {ordinal} still sees {step.node_id[:8]} owning its slots"
+                    elif ghost is not None and ghost.health != FAILED:
+                        return f"ordinal {ordinal} does not yet mark {step.node_id[:8]} as failed"
+                return None
+
+            self.log.warning("awaiting_failover", node_id=step.node_id, replaced_by=step.replaced_by,
+                             replicas=list(step.replica_ordinals), step=step.describe())
+            try:
+                self._wait(pending, step.describe())
+            except ConvergenceTimeout as exc:
+                raise StepFailed(
+                    f"{exc}. Valkey fails over only once a majority of primaries mark the node failed "
+                    "(cluster-node-timeout) and the replica's data is recent enough "
+                    "(cluster-replica-validity-factor); check `valkey-reconciler status` and the replica's log, "
+                    "then run reconcile again", node_id=step.node_id) from None
+
+    def _await_agreement(self, batch: list[AwaitAgreement], view: ClusterView) -> None:
+        ordinals = sorted({o for s in batch for o in s.claimants})
+
+        def pending() -> str | None:
+            mine = {}
+            for ordinal, peers in self._shards(ordinals).items():
+                me_id = view.by_ordinal(ordinal).node_id
+                me = next((p for p in peers if p.node_id == me_id), None)
+                mine[ordinal] = set(iter_slots(me.slots)) if me is not None and me.role == PRIMARY else set()
+            for step in batch:
+                a, b = step.claimants
+                if mine[a] & mine[b]:
+                    return f"ordinals {a} and {b} both still claim some of slots {step.ranges[0]}…"
+            return None
+
+        self._wait(pending, "the pods to settle slots claimed twice")
+
     def _await_migrations(self, batch: list[AwaitMigration], view: ClusterView) -> None:
         for step in batch:
             migrate.await_jobs(self.node(step.source_ordinal), migrate.pairs(step.ranges), self.timeout, self.log)
@@ -374,6 +424,16 @@ class Executor:
             self._wait(pending, f"{node.label()} to be an empty, lone primary")
 
     def _forget(self, batch: list[Forget], view: ClusterView) -> None:
+        for step in batch:
+            # What happened to a pod's old identity is told once, when it is forgotten.
+            if step.lost:
+                self.log.error("slots_lost", message=step.note, node_id=step.node_id, ordinal=step.replaced_by,
+                               slots=format_ranges(step.lost), slot_count=count_slots(step.lost))
+            if step.replaced_by is not None:
+                self.log.warning("node_replaced", message=step.note, old_id=step.node_id,
+                                 ordinal=step.replaced_by,
+                                 new_id=view.by_ordinal(step.replaced_by).node_id
+                                 if view.get_ordinal(step.replaced_by) else None)
         forget_ids = {s.node_id for s in batch}
         targets = [self.node(n.ordinal) for n in view if n.node_id not in forget_ids and not n.is_alone]
 

@@ -120,6 +120,8 @@ def layout(
             reason="negative_replicas",
         )
     size = expected_size(masters, replicas_per_master)
+    # Slots two nodes claim while they cannot talk are planned as Valkey will settle them (higher epoch).
+    view = view.resolved()
     survivors = [n for n in view if n.ordinal < size]
     doomed = [n for n in view if n.ordinal >= size]
     if len(survivors) < masters:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import valkey
@@ -43,6 +45,12 @@ def _ping(node: Node) -> str | None:
     """None when the node answers PING with auth; else why not. Raises AuthFailed on a rejected login."""
     try:
         node.refresh()
+    except OSError as exc:
+        where = f"the hosts file {node.hosts_file} or DNS" if node.hosts_file else "DNS"
+        reason = exc.strerror if isinstance(exc, socket.gaierror) and exc.strerror else str(exc)
+        return (f"the name {node.host} does not resolve ({where}: {reason}); is the pod scheduled, and does "
+                "the headless Service publish not-ready addresses?")
+    try:
         node.client.ping()
         return None
     except (valkey.exceptions.AuthenticationError, valkey.exceptions.AuthenticationWrongNumberOfArgsError) as exc:
@@ -72,8 +80,10 @@ def wait_ready(nodes: Sequence[Node], timeout: float, log: Any = None) -> None:
             return
         if time.monotonic() >= end:
             names = "; ".join(f"{n.label()}: {why[n.ordinal]}" for n in pending)
-            raise NodeUnreachable(f"{len(pending)} pod(s) did not answer within {timeout:.0f}s: {names}",
-                                  ordinals=[n.ordinal for n in pending])
+            raise NodeUnreachable(
+                f"{len(pending)} pod(s) did not answer within {timeout:.0f}s: {names}. Check that the pod is "
+                "running and ready (kubectl get pods; its log) and that its address and port are right, then "
+                "run again", ordinals=[n.ordinal for n in pending])
         time.sleep(READY_POLL_S)
 
 
@@ -90,16 +100,25 @@ def parse_shards(reply: Sequence[Any]) -> tuple[Peer, ...]:
         shard = _pairs(raw)
         flat = [int(x) for x in shard.get("slots", [])]
         slots = merge_ranges(SlotRange(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2))
-        for raw_node in shard.get("nodes", []):
-            n = _pairs(raw_node)
+        members = [_pairs(raw_node) for raw_node in shard.get("nodes", [])]
+        # After a failover the dead primary stays listed in its shard as a failed "master" next to the
+        # promoted one: the shard's slots belong to its primary that has not failed.
+        heads = [n for n in members if ROLES.get(str(n.get("role", "")).lower()) == PRIMARY]
+        live = [n for n in heads if HEALTH.get(str(n.get("health", "")).lower(), FAILED) != FAILED]
+        owner = (live or heads or [None])[0]
+        for n in members:
             role = ROLES.get(str(n.get("role", "")).lower(), REPLICA)
+            if role == PRIMARY and n is not owner:
+                slots_of = ()
+            else:
+                slots_of = slots if role == PRIMARY else ()
             peers.append(Peer(
                 node_id=str(n["id"]), ip=str(n.get("ip") or n.get("endpoint") or ""),
                 port=int(n.get("port") or n.get("tls-port") or 0), role=role,
                 health=HEALTH.get(str(n.get("health", "")).lower(), FAILED),
                 replication_offset=int(n.get("replication-offset") or 0),
                 shard_id=str(shard["id"]) if shard.get("id") is not None else None,
-                slots=slots if role == PRIMARY else (),
+                slots=slots_of,
             ))
     return tuple(peers)
 
@@ -137,7 +156,11 @@ def read_node(node: Node, placement: Placement | None = None) -> NodeState:
             raise StepFailed(f"{what} failed on {node.label()}: {value}", ordinal=node.ordinal)
     myid = str(myid)
     version = parse_version(info)
-    peers = parse_shards(shards)
+    flags_of = {str(v.get("node_id")): str(v.get("flags", "")) for v in (cnodes or {}).values()}
+    # A MEET in progress shows up as a "handshake" entry under a random id: a placeholder, not a member.
+    # A "noaddr" node lost its address (its IP answered with another id): no address to meet it at.
+    peers = tuple(replace(p, ip="") if "noaddr" in flags_of.get(p.node_id, "") else p
+                  for p in parse_shards(shards) if "handshake" not in flags_of.get(p.node_id, ""))
     me = next((p for p in peers if p.node_id == myid), None)
     # Role and primary come from the node's own CLUSTER NODES entry (parsed by valkey-py): right after
     # CLUSTER REPLICATE, 8.x lists a replica in a shard of its own in CLUSTER SHARDS until gossip

@@ -11,6 +11,8 @@ from .errors import PlanRefused
 from .layout import Layout, Transfer, _slot_flows, colocation_cost, expected_size
 from .steps import (
     AssignSlots,
+    AwaitAgreement,
+    AwaitFailover,
     AwaitMigration,
     CloseOpenSlot,
     Failover,
@@ -25,6 +27,7 @@ from .steps import (
 )
 from .view import (
     FAILED,
+    Ranges,
     IMPORTING,
     MIGRATING,
     PRIMARY,
@@ -46,19 +49,36 @@ MEMORY_HEADROOM = 0.10
 MB = 1024 * 1024
 
 
-def plan(view: ClusterView, layout: Layout) -> tuple[Step, ...]:
+def plan(view: ClusterView, layout: Layout, *, persistence: str | None = None) -> tuple[Step, ...]:
     """The steps that take `view` to `layout`, in execution order; empty when the cluster is converged.
 
     When slots are open or atomic migrations are in flight, only those steps are returned: everything
-    else is planned again from a fresh observation once they are closed."""
-    _refuse_conflicts(view)
+    else is planned again from a fresh observation once they are closed. The same holds for slots two pods
+    claim and for a lost primary whose slots wait for a failover. `persistence` is the chart's ("" = off):
+    only with persistence off are the slots of a lost primary without replica given to its fresh pod
+    (their data cannot come back); otherwise that is refused."""
+    ghosts, unknown = _classify_foreign(view)
+    _refuse_conflicts(view, contested_ok=True, handled={g.node_id for g in ghosts if g.replaced_by is not None or g.replicas})
+    _refuse_unknown_members(view, unknown)
     first = _open_work(view)
     if first:
+        _refuse_mixed_versions(view, first)
         return first
-    steps: list[Step] = []
     via = _anchor(view, layout)
-    steps += _forget_ghosts(view)
-    steps += _introductions(view, layout, via)
+    intros = _introductions(view, layout, via)
+    contested = view.contested()
+    if contested:
+        # Valkey settles a double claim by config epoch once both sides talk: introduce stale peers first.
+        stale = [m for m in intros if not view.by_ordinal(m.ordinal).is_alone] if intros else []
+        if stale:
+            return tuple(stale)
+        return tuple(AwaitAgreement(ranges=r, claimants=tuple(sorted(n.ordinal for n in pair)))
+                     for r, pair in contested)
+    waits, forgets = _ghost_steps(view, ghosts, persistence)
+    if waits:
+        return tuple(waits)
+    steps: list[Step] = list(forgets)
+    steps += intros
     for ordinal in layout.promote:
         n = view.by_ordinal(ordinal)
         steps.append(ResetNode(ordinal=ordinal, node_id=n.node_id, hard=False))
@@ -66,14 +86,137 @@ def plan(view: ClusterView, layout: Layout) -> tuple[Step, ...]:
             steps.append(_meet(n, via))
     steps += _slot_steps(view, layout)
     steps += _replica_steps(view, layout)
+    _refuse_mixed_versions(view, steps)
     return tuple(steps)
 
 
-def _refuse_conflicts(view: ClusterView) -> None:
-    """States the planner will not touch: two owners for one slot, slots held by nodes outside the pods."""
+def _version_text(v: tuple[int, int, int]) -> str:
+    return ".".join(str(x) for x in v)
+
+
+def _refuse_mixed_versions(view: ClusterView, steps) -> None:
+    """Slots never move while pods run different Valkey releases (a rolling upgrade in progress): the engine
+    depends on the version of both sides. Meeting, replica attach and forgetting still run."""
+    releases = {n.version[:2] for n in view}
+    if len(releases) <= 1 or not any(isinstance(s, (MigrateSlots, CloseOpenSlot)) for s in steps):
+        return
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for n in view:
+        groups.setdefault(n.version, []).append(n.ordinal)
+    text = "; ".join(f"{_version_text(v)} on ordinal{'s' if len(o) > 1 else ''} {', '.join(map(str, o))}"
+                     for v, o in sorted(groups.items(), reverse=True))
+    raise PlanRefused(
+        f"the pods run different Valkey versions ({text}), and this change moves slots, which is refused "
+        "while versions are mixed; finish the upgrade (or roll back) so every pod runs one version, then "
+        "run reconcile again; nothing was changed",
+        reason="mixed_versions",
+        versions={_version_text(v): o for v, o in groups.items()},
+    )
+
+
+@dataclass(frozen=True)
+class Ghost:
+    """A node id some pod knows that no pod has now: a pod that came back as a new node, or a removed one."""
+
+    node_id: str
+    failed: bool  # every reporter marks it failed
+    slots: Ranges  # slots it still owns that no pod claims
+    replicas: tuple[int, ...]  # pods that replicate it
+    replaced_by: int | None  # the pod that answers in its place, when that can be told
+
+
+def _classify_foreign(view: ClusterView) -> tuple[list[Ghost], list[tuple[str, str]]]:
+    """Ghosts, and unknown members (id, ip): alive at an address that is no pod's."""
+    pod_ips = {n.ip: n for n in view}
+    owned = view.owned_ranges()
+    fresh = [n for n in view if n.is_alone and n.is_primary and not n.slots and not n.keys]
+    ghosts: list[Ghost] = []
+    unknown: list[tuple[str, str]] = []
+    for node_id, reports in view.foreign_peers().items():
+        failed = all(p.health == FAILED for p in reports)
+        ips = [p.ip for p in reports if p.ip]
+        at_pod = [pod_ips[ip] for ip in ips if ip in pod_ips]
+        if not (failed or not ips or at_pod):
+            unknown.append((node_id, ips[0]))
+            continue
+        if at_pod:
+            replaced_by: int | None = at_pod[0].ordinal
+        else:
+            # The address was cleared ("noaddr": its IP answered with another id): a pod back as a new node.
+            replaced_by = fresh[0].ordinal if len(fresh) == 1 else None
+        slots = subtract_ranges(merge_ranges(r for p in reports if p.role == PRIMARY for r in p.slots), owned)
+        replicas = tuple(n.ordinal for n in view if n.is_replica and n.primary_id == node_id)
+        ghosts.append(Ghost(node_id, failed, slots, replicas, replaced_by))
+    return ghosts, unknown
+
+
+def _refuse_unknown_members(view: ClusterView, unknown: list[tuple[str, str]]) -> None:
+    if unknown:
+        node_id, ip = unknown[0]
+        raise PlanRefused(
+            f"node {short_id(node_id)} at {ip} is a member of the cluster but none of the {len(view)} expected "
+            f"pods (ordinals 0…{len(view) - 1}); if it is one of ours (a pod beyond the size, a pod whose name "
+            "did not resolve), drain it or list it; otherwise remove it by hand (CLUSTER FORGET "
+            f"{node_id} on every node) and run reconcile again; nothing was changed",
+            node_id=node_id, ip=ip, reason="unknown_node",
+        )
+
+
+def _ghost_steps(view: ClusterView, ghosts: list[Ghost], persistence: str | None) -> tuple[list[Step], list[Step]]:
+    """(waits that block everything else, forgets that come first)."""
+    waits: list[Step] = []
+    forgets: list[Step] = []
+    for g in ghosts:
+        who = f"ordinal {g.replaced_by}" if g.replaced_by is not None else "a pod"
+        if g.slots and (g.replicas or not g.failed):
+            if g.replaced_by is None and g.failed:
+                continue  # refused by _refuse_conflicts
+            waits.append(AwaitFailover(node_id=g.node_id, ranges=g.slots, replica_ordinals=g.replicas,
+                                       replaced_by=g.replaced_by))
+            continue
+        if g.slots:
+            if g.replaced_by is None:
+                continue  # refused by _refuse_conflicts
+            if persistence != "":
+                mode = "is on" if persistence else "is not known (pass --persistence)"
+                raise PlanRefused(
+                    f"slots {format_ranges(g.slots)} ({count_slots(g.slots)}) are owned by node "
+                    f"{short_id(g.node_id)}, which failed and has no replica, and ordinal {g.replaced_by} answers "
+                    f"in its place as a new, empty node: the data of those slots is lost unless that pod's volume "
+                    f"comes back (persistence {mode}). Restore the volume so the old node returns with its data, "
+                    f"or, to accept the loss, run CLUSTER FORGET {g.node_id} on every node and reconcile again "
+                    "(the slots are then assigned, empty); nothing was changed",
+                    node_id=g.node_id, ordinal=g.replaced_by, slots=format_ranges(g.slots), reason="slots_lost",
+                )
+            note = (f"slots {format_ranges(g.slots)} ({count_slots(g.slots)}) of node {short_id(g.node_id)} had no "
+                    f"replica; {who} came back empty (persistence off: the cache contract), so the data of those "
+                    "slots is lost; the slots are assigned again, empty, so the cluster serves again")
+            forgets.append(Forget(node_id=g.node_id, reason="lost with its pod; its slots had no replica",
+                                  replaced_by=g.replaced_by, lost=g.slots, note=note))
+            continue
+        if g.replaced_by is not None:
+            if persistence == "":
+                note = (f"{who} came back as a new, empty node in place of {short_id(g.node_id)}: with "
+                        "persistence off a restarted pod never keeps its identity or data (the cache contract); "
+                        "the old id is forgotten and the pod rejoins, as a replica where one is missing")
+            else:
+                note = (f"{who} answers as a new node in place of {short_id(g.node_id)} (its nodes.conf and data "
+                        "are gone: a lost volume?); the old id is forgotten and the pod rejoins as a new node")
+            forgets.append(Forget(node_id=g.node_id, reason=f"{who} came back as a new node",
+                                  replaced_by=g.replaced_by, note=note))
+        else:
+            forgets.append(Forget(node_id=g.node_id, reason="failed, no pod has this id any more"))
+    return waits, forgets
+
+
+def _refuse_conflicts(view: ClusterView, contested_ok: bool = False, handled: set[str] = frozenset()) -> None:
+    """States the planner will not touch: two owners for one slot, slots held by nodes outside the pods.
+
+    With `contested_ok`, two pods claiming one slot is left to Valkey's epoch rule (see ClusterView.contested);
+    `handled` are ids of pods' lost identities, whose slots the ghost steps deal with."""
     claimed: dict[int, NodeState] = {}
     for n in view:
-        if not n.is_primary:
+        if not n.is_primary or contested_ok:
             continue
         for r in merge_ranges(n.slots):
             for other in claimed.values():
@@ -89,6 +232,8 @@ def _refuse_conflicts(view: ClusterView) -> None:
         claimed[n.ordinal] = n
     owned = view.owned_ranges()
     for node_id, reports in view.foreign_peers().items():
+        if node_id in handled:
+            continue
         foreign = merge_ranges(r for p in reports if p.role == "primary" for r in p.slots)
         stray = subtract_ranges(foreign, owned)
         if stray:
@@ -191,15 +336,6 @@ def _anchor(view: ClusterView, layout: Layout) -> NodeState | None:
 
 def _meet(n: NodeState, via: NodeState) -> Meet:
     return Meet(ordinal=n.ordinal, node_id=n.node_id, ip=n.ip, port=n.port, via_ordinal=via.ordinal, via_id=via.node_id)
-
-
-def _forget_ghosts(view: ClusterView) -> list[Step]:
-    """Failed ids of nodes that are no longer any pod (a pod came back with a new id) are forgotten."""
-    steps: list[Step] = []
-    for node_id, reports in view.foreign_peers().items():
-        if all(p.health == FAILED for p in reports):
-            steps.append(Forget(node_id=node_id, reason="failed, no pod has this id any more"))
-    return steps
 
 
 def _introductions(view: ClusterView, layout: Layout, via: NodeState | None) -> list[Step]:
@@ -436,6 +572,7 @@ def plan_drain(
     _refuse_conflicts(view)
     first = _open_work(view)
     if first:
+        _refuse_mixed_versions(view, first)
         return first
     ghosts, _ = _foreign_ids(view)
     steps: list[Step] = [Forget(node_id=g, reason="a removed or restarted pod's old id") for g in ghosts]
@@ -446,6 +583,7 @@ def plan_drain(
     steps += _slot_steps(design.after, _layout_for_transfers(design))
     steps += _drain_replica_steps(design, replicas_per_master, placement)
     steps += _removals(design)
+    _refuse_mixed_versions(view, steps)
     return tuple(steps)
 
 

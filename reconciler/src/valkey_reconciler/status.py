@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from valkey_reconciler.view import TOTAL_SLOTS, ClusterView, count_slots, format_ranges
+from valkey_reconciler.view import FAILED, TOTAL_SLOTS, ClusterView, count_slots, format_ranges
 
 MB = 1024 * 1024
 
@@ -44,6 +44,11 @@ def problems(view: ClusterView, replicas_per_master: int | None) -> list[str]:
         out.append(f"an atomic migration of {format_ranges(job.ranges)} is in flight ({job.state})")
     if not view.agrees():
         out.append("the nodes do not agree on the slot map and roles")
+    for node_id, reports in view.foreign_peers().items():
+        # A pod's old identity (it came back as a new node) or a node that is none of the pods.
+        state = "failed" if all(p.health == FAILED for p in reports) else "alive"
+        out.append(f"node {node_id[:8]} ({state}) is known to the cluster but is none of the pods; "
+                   "`valkey-reconciler reconcile` forgets an old identity or names a stranger")
     if replicas_per_master is not None:
         for p in view.primaries():
             # Offset 0 counts as synced only while the primary has never had a write either.

@@ -100,6 +100,46 @@ class AwaitMigration(Step):
 
 
 @dataclass(frozen=True)
+class AwaitFailover(Step):
+    """A primary that no pod is any more (its pod came back as a new node) still owns slots: wait until
+    Valkey promotes its replica `replica_ordinal` (automatic failover after cluster-node-timeout), or, with
+    no replica, until every node marks it failed."""
+
+    kind: ClassVar[str] = "await_failover"
+    node_id: str
+    ranges: Ranges
+    replica_ordinals: tuple[int, ...] = ()
+    replaced_by: int | None = None
+
+    def describe(self) -> str:
+        if self.replica_ordinals:
+            who = ", ".join(f"ordinal {o}" for o in self.replica_ordinals)
+            return (f"wait for {who} to take over slots {format_ranges(self.ranges)} from the lost "
+                    f"node {short_id(self.node_id)} (automatic failover)")
+        return f"wait for every node to mark the lost node {short_id(self.node_id)} as failed"
+
+    def ordinals(self) -> tuple[int, ...]:
+        return self.replica_ordinals
+
+
+@dataclass(frozen=True)
+class AwaitAgreement(Step):
+    """Two pods claim the same slots (they could not talk, e.g. after every pod moved to a new IP): wait
+    until Valkey settles the claim by config epoch, now that they can reach each other."""
+
+    kind: ClassVar[str] = "await_agreement"
+    ranges: Ranges
+    claimants: tuple[int, ...]
+
+    def describe(self) -> str:
+        who = " and ".join(f"ordinal {o}" for o in self.claimants)
+        return f"wait for {who} to settle who owns slots {format_ranges(self.ranges)} (config epoch)"
+
+    def ordinals(self) -> tuple[int, ...]:
+        return self.claimants
+
+
+@dataclass(frozen=True)
 class SetConfigEpoch(Step):
     """`CLUSTER SET-CONFIG-EPOCH` on a fresh node before it meets anyone (distinct epochs avoid collisions)."""
 
@@ -232,11 +272,18 @@ class ResetNode(Step):
 
 @dataclass(frozen=True)
 class Forget(Step):
-    """`CLUSTER FORGET` the id on every other node (each node then bans it for 60 s)."""
+    """`CLUSTER FORGET` the id on every other node (each node then bans it for 60 s).
+
+    `replaced_by` is the pod that came back as a new node in place of this id; `lost` the slots the id still
+    owned (their data is gone, the slots become unowned and are assigned again); `note` is what the run
+    logs about it (`node_replaced`, `slots_lost`)."""
 
     kind: ClassVar[str] = "forget"
     node_id: str
     reason: str = ""
+    replaced_by: int | None = None
+    lost: Ranges = ()
+    note: str = ""
 
     def describe(self) -> str:
         why = f" ({self.reason})" if self.reason else ""
@@ -295,6 +342,8 @@ class RemoveNode(Step):
 STEP_TYPES: tuple[type[Step], ...] = (
     CloseOpenSlot,
     AwaitMigration,
+    AwaitFailover,
+    AwaitAgreement,
     SetConfigEpoch,
     Meet,
     AssignSlots,

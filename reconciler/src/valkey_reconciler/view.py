@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
 # Valkey Cluster hashes every key into one of 16384 slots (CRC16 mod 16384).
@@ -393,3 +393,29 @@ class ClusterView:
 
     def fully_covered(self) -> bool:
         return count_slots(self.owned_ranges()) == TOTAL_SLOTS
+
+    def contested(self) -> tuple[tuple[Ranges, tuple[NodeState, ...]], ...]:
+        """Slots two observed primaries both claim, with the claimants (highest config epoch first).
+
+        Valkey settles such a claim by config epoch as soon as the two nodes talk again (the higher epoch
+        wins); it lasts only while they cannot reach each other, e.g. after every pod moved to a new IP."""
+        out = []
+        owners = [n for n in self.nodes if n.is_primary and n.slots]
+        for i, a in enumerate(owners):
+            for b in owners[i + 1:]:
+                both = intersect_ranges(a.slots, b.slots)
+                if both:
+                    pair = tuple(sorted((a, b), key=lambda n: (-n.config_epoch, n.ordinal)))
+                    out.append((both, pair))
+        return tuple(out)
+
+    def resolved(self) -> "ClusterView":
+        """The view as Valkey will settle it: each contested slot stays with the claimant of higher epoch."""
+        contested = self.contested()
+        if not contested:
+            return self
+        nodes = {n.ordinal: n for n in self.nodes}
+        for ranges, (_, loser) in contested:
+            n = nodes[loser.ordinal]
+            nodes[n.ordinal] = replace(n, slots=subtract_ranges(n.slots, ranges))
+        return ClusterView(tuple(nodes.values()))
