@@ -95,3 +95,26 @@ def test_drain_takes_every_current_pod_but_never_fewer_than_the_new_size():
         load(["drain", "--masters", "3", "--replicas-per-master", "1", *nodes], env)
     with pytest.raises(ConfigError, match="--node"):
         load(["reconcile", "--masters", "1", "--replicas-per-master", "1", *nodes], env)
+
+
+@pytest.mark.parametrize("env_value,expected", [
+    (None, None),  # unset: persistence is not known
+    ("", ""),  # set but empty: the chart's "persistence off"
+    ("  ", ""),
+    ("rdb", "rdb"),
+    ("aof", "aof"),
+    ("aof, rdb", "rdb,aof"),
+], ids=["unset", "empty", "blank", "rdb", "aof", "both-reordered"])
+def test_persistence_from_the_environment_keeps_set_but_empty_as_off(env_value, expected):
+    env = dict(ENV) if env_value is None else {**ENV, "VALKEY_PERSISTENCE": env_value}
+    assert load(["reconcile"], env).persistence == expected
+
+
+def test_an_empty_persistence_flag_means_off_and_wins_over_the_environment():
+    assert load(["reconcile", "--persistence", ""], {**ENV, "VALKEY_PERSISTENCE": "rdb"}).persistence == ""
+    assert load(["drain", "--persistence", "aof"], {**ENV, "VALKEY_PERSISTENCE": ""}).persistence == "aof"
+
+
+def test_other_blank_variables_still_read_as_unset():
+    s = load(["reconcile"], {**ENV, "VALKEY_PORT": "", "LOG_FORMAT": " ", "VALKEY_USER": ""})
+    assert (s.port, s.log_format, s.user) == (6379, "auto", "admin")

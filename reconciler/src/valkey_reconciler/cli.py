@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Any, Sequence, TextIO
@@ -12,7 +11,8 @@ import valkey
 
 from valkey_reconciler import kube, logs, roll
 from valkey_reconciler.errors import EXIT_FAILED, EXIT_OK, ConfigError, ReconcilerError, StepFailed
-from valkey_reconciler.execute import Executor, StaleStep, next_batch
+from valkey_reconciler.converge import converge
+from valkey_reconciler.execute import Executor
 from valkey_reconciler.layout import layout
 from valkey_reconciler.lock import reconciler_lock
 from valkey_reconciler.node import Node, make_nodes
@@ -20,11 +20,10 @@ from valkey_reconciler.observe import observe
 from valkey_reconciler.plan import plan
 from valkey_reconciler.settings import Settings, load
 from valkey_reconciler.status import problems, report, table
+from valkey_reconciler.steps import Step
 from valkey_reconciler.view import ClusterView
 from valkey_reconciler.waits import Deadline
 
-# The same step planned again this many times in a row means it does not take effect: stop.
-MAX_REPEATS = 3
 SETTLE_POLL_S = 0.1
 SETTLE_LOG_INTERVAL_S = 1.0
 
@@ -39,80 +38,52 @@ def _settled(view: ClusterView) -> str | None:
     return None
 
 
-def _persistence(settings: Settings) -> str | None:
-    """The chart's persistence; an empty VALKEY_PERSISTENCE that is set means "off" (the hook Jobs set it so)."""
-    if settings.persistence is None and os.environ.get("VALKEY_PERSISTENCE") is not None:
-        return ""
-    return settings.persistence
-
-
 def reconcile(settings: Settings, nodes: list[Node], log: Any, out: TextIO) -> int:
     deadline = Deadline(settings.timeout)
     started = time.monotonic()
     placements = kube.placements(settings, log)
     place_map = {i: p for i, p in enumerate(placements) if p is not None}
     executor = Executor(nodes, settings.user, settings.password, log, settings.timeout)
-    taken = 0
-    last, repeats = None, 0
     last_settle_log = 0.0
-    assert settings.masters is not None and settings.replicas_per_master is not None
-    while True:
-        view = observe(nodes, deadline.remaining(), placements, log)
-        desired = layout(view, settings.masters, settings.replicas_per_master, place_map)
-        steps = plan(view, desired, persistence=_persistence(settings))
-        if not steps:
-            why = _settled(view)
-            if why is None:
-                taken += roll.run(settings, nodes, log, out, placements)  # restart outdated pods, then failback
-                elapsed = round(time.monotonic() - started, 3)
-                if settings.dry_run:
-                    print("nothing to do: the cluster already matches the desired layout", file=out)
-                if taken == 0:
-                    log.info("reconcile_noop", message="cluster already converged; no step taken",
-                             nodes=len(view), elapsed_s=elapsed)
-                log.info("reconcile_finished", steps=taken, nodes=len(view), elapsed_s=elapsed,
-                         masters=settings.masters, replicas_per_master=settings.replicas_per_master)
-                return EXIT_OK
-            if time.monotonic() - last_settle_log >= SETTLE_LOG_INTERVAL_S:
-                log.info("settle_waiting", reason=why)
-                last_settle_log = time.monotonic()
-            if deadline.expired():
-                raise StepFailed(f"the plan is complete but the cluster did not settle within "
-                                 f"{settings.timeout:.0f}s: {why}")
-            time.sleep(SETTLE_POLL_S)
-            continue
-        log.info("plan_computed", steps=len(steps), plan=[s.describe() for s in steps])
-        if settings.dry_run:
-            print(f"plan ({len(steps)} step(s)); --dry-run: nothing was changed", file=out)
-            for i, step in enumerate(steps, 1):
-                print(f"{i:>4}. {step.describe()}", file=out)
-            return EXIT_OK
-        if deadline.expired():
-            raise StepFailed(f"timed out after {settings.timeout:.0f}s with {len(steps)} step(s) left; "
-                             f"next: {steps[0].describe()}")
-        batch = next_batch(steps)
-        key = tuple(s.describe() for s in batch)
-        repeats = repeats + 1 if key == last else 1
-        last = key
-        if repeats > MAX_REPEATS:
-            raise StepFailed(f"step did not take effect after {MAX_REPEATS} attempts: {batch[0].describe()}",
-                             kind=batch[0].kind)
-        executor.timeout = max(1.0, deadline.remaining())
-        t0 = time.monotonic()
-        for step in batch:
-            log.info("step_started", kind=step.kind, step=step.describe())
+    masters, replicas = settings.masters, settings.replicas_per_master
+    assert masters is not None and replicas is not None
+
+    def plan_steps(view: ClusterView) -> Sequence[Step]:
+        return plan(view, layout(view, masters, replicas, place_map), persistence=settings.persistence)
+
+    def execute(batch: list[Step], view: ClusterView) -> None:
         try:
             executor.run(batch, view)
-        except StaleStep as exc:
-            log.info("step_skipped", kind=batch[0].kind, reason=str(exc))
-            continue
         except ReconcilerError as exc:
             exc.data.setdefault("step", batch[0].describe())
             raise
-        elapsed = round(time.monotonic() - t0, 3)
-        for step in batch:
-            log.info("step_finished", kind=step.kind, step=step.describe(), elapsed_s=elapsed)
-        taken += len(batch)
+
+    def done(view: ClusterView, taken: int) -> int | None:
+        nonlocal last_settle_log
+        why = _settled(view)
+        if why is None:
+            taken += roll.run(settings, nodes, log, out, placements)  # restart outdated pods, then failback
+            elapsed = round(time.monotonic() - started, 3)
+            if settings.dry_run:
+                print("nothing to do: the cluster already matches the desired layout", file=out)
+            if taken == 0:
+                log.info("reconcile_noop", message="cluster already converged; no step taken",
+                         nodes=len(view), elapsed_s=elapsed)
+            log.info("reconcile_finished", steps=taken, nodes=len(view), elapsed_s=elapsed,
+                     masters=masters, replicas_per_master=replicas)
+            return EXIT_OK
+        if time.monotonic() - last_settle_log >= SETTLE_LOG_INTERVAL_S:
+            log.info("settle_waiting", reason=why)
+            last_settle_log = time.monotonic()
+        if deadline.expired():
+            raise StepFailed(f"the plan is complete but the cluster did not settle within "
+                             f"{settings.timeout:.0f}s: {why}")
+        time.sleep(SETTLE_POLL_S)
+        return None
+
+    return converge(observe=lambda: observe(nodes, deadline.remaining(), placements, log), plan=plan_steps,
+                    execute=execute, done=done, executor=executor, deadline=deadline, timeout=settings.timeout,
+                    dry_run=settings.dry_run, log=log, out=out)
 
 
 def status(settings: Settings, nodes: list[Node], log: Any, out: TextIO) -> int:

@@ -10,14 +10,15 @@ from typing import Any, Sequence, TextIO
 import valkey
 
 from valkey_reconciler import kube
+from valkey_reconciler.converge import converge
 from valkey_reconciler.errors import EXIT_OK, PlanRefused, StepFailed
-from valkey_reconciler.execute import Executor, StaleStep, next_batch
+from valkey_reconciler.execute import Executor, StaleStep
 from valkey_reconciler.layout import expected_size
 from valkey_reconciler.node import Node, make_nodes, resolve
 from valkey_reconciler.observe import observe, parse_shards, read_node
 from valkey_reconciler.plan import drain_gates, plan_drain
 from valkey_reconciler.settings import MAX_MASTERS, Settings, load
-from valkey_reconciler.steps import Forget, RemoveNode
+from valkey_reconciler.steps import Forget, RemoveNode, Step
 from valkey_reconciler.view import FAILED, ClusterView, short_id
 from valkey_reconciler.waits import Deadline, wait_until
 
@@ -27,8 +28,6 @@ PROBE_LIMIT = 1024
 # Bound on gossip agreeing (after a recent change) before the gates judge the cluster's health.
 SETTLE_TIMEOUT_S = 15.0
 SETTLE_POLL_S = 0.2
-# The same step planned this many times in a row means it does not take effect: stop.
-MAX_REPEATS = 3
 
 
 def _scheme_addresses(argv: Sequence[str] | None, count: int) -> tuple[tuple[str, int], ...]:
@@ -140,12 +139,6 @@ def remove_node(executor: Executor, step: RemoveNode, view: ClusterView, log: An
     executor.run([Forget(node_id=step.node_id, reason=f"ordinal {step.ordinal} was drained")], view)
 
 
-def _print_plan(steps: Sequence[Any], out: TextIO) -> None:
-    print(f"drain plan ({len(steps)} step(s)); --dry-run: nothing was changed", file=out)
-    for i, step in enumerate(steps, 1):
-        print(f"{i:>4}. {step.describe()}", file=out)
-
-
 def run(settings: Settings, log: Any, out: TextIO, argv: Sequence[str] | None = None) -> int:
     """The drain command; raises ReconcilerError (exit code attached) on refusal or failure."""
     started = time.monotonic()
@@ -168,51 +161,29 @@ def run(settings: Settings, log: Any, out: TextIO, argv: Sequence[str] | None = 
         view = settled_view(nodes, deadline, placements, log)
         drain_gates(view, masters, replicas, place_map)
         executor = Executor(nodes, settings.user, settings.password, log, settings.timeout)
-        taken, last, repeats = 0, None, 0
-        while True:
-            steps = plan_drain(view, masters, replicas, place_map)
-            if not steps:
-                elapsed = round(time.monotonic() - started, 3)
-                gone = f"ordinals {size}…{len(nodes) - 1}"
-                if taken == 0:
-                    message = f"nothing to drain: {gone} are already empty and out of the cluster"
-                    log.info("drain_noop", message=message, pods=len(nodes), size=size, elapsed_s=elapsed)
-                else:
-                    message = f"drained: {gone} are empty, reset and forgotten; the StatefulSet may shrink"
-                    log.info("drain_finished", message=message, steps=taken, elapsed_s=elapsed)
-                print(message, file=out)
-                return EXIT_OK
-            log.info("plan_computed", steps=len(steps), plan=[s.describe() for s in steps])
-            if settings.dry_run:
-                _print_plan(steps, out)
-                return EXIT_OK
-            if deadline.expired():
-                raise StepFailed(f"timed out after {settings.timeout:.0f}s with {len(steps)} step(s) left; "
-                                 f"next: {steps[0].describe()}")
-            batch = next_batch(steps)
-            key = tuple(s.describe() for s in batch)
-            repeats = repeats + 1 if key == last else 1
-            last = key
-            if repeats > MAX_REPEATS:
-                raise StepFailed(f"step did not take effect after {MAX_REPEATS} attempts: {batch[0].describe()}",
-                                 kind=batch[0].kind)
-            executor.timeout = max(1.0, deadline.remaining())
-            t0 = time.monotonic()
-            for step in batch:
-                log.info("step_started", kind=step.kind, step=step.describe())
-            try:
-                if isinstance(batch[0], RemoveNode):
-                    remove_node(executor, batch[0], view, log)
-                else:
-                    executor.run(batch, view)
-            except StaleStep as exc:
-                log.info("step_skipped", kind=batch[0].kind, reason=str(exc))
+
+        def execute(batch: list[Step], view: ClusterView) -> None:
+            if isinstance(batch[0], RemoveNode):
+                remove_node(executor, batch[0], view, log)
             else:
-                for step in batch:
-                    log.info("step_finished", kind=step.kind, step=step.describe(),
-                             elapsed_s=round(time.monotonic() - t0, 3))
-                taken += len(batch)
-            view = observe(nodes, deadline.remaining(), placements, log)
+                executor.run(batch, view)
+
+        def done(view: ClusterView, taken: int) -> int:
+            elapsed = round(time.monotonic() - started, 3)
+            gone = f"ordinals {size}…{len(nodes) - 1}"
+            if taken == 0:
+                message = f"nothing to drain: {gone} are already empty and out of the cluster"
+                log.info("drain_noop", message=message, pods=len(nodes), size=size, elapsed_s=elapsed)
+            else:
+                message = f"drained: {gone} are empty, reset and forgotten; the StatefulSet may shrink"
+                log.info("drain_finished", message=message, steps=taken, elapsed_s=elapsed)
+            print(message, file=out)
+            return EXIT_OK
+
+        return converge(observe=lambda: observe(nodes, deadline.remaining(), placements, log),
+                        plan=lambda view: plan_drain(view, masters, replicas, place_map), execute=execute,
+                        done=done, executor=executor, deadline=deadline, timeout=settings.timeout,
+                        dry_run=settings.dry_run, log=log, out=out, title="drain plan", view=view)
     finally:
         for node in nodes:
             node.close()

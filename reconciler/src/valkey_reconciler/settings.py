@@ -56,7 +56,7 @@ class Settings:
     port: int = DEFAULT_PORT
     hosts_file: str | None = None
     timeout: float = DEFAULT_TIMEOUT_SECONDS
-    persistence: str | None = None
+    persistence: str | None = None  # "" = off (the chart's cache contract), None = not known
     log_format: str = "auto"
     dry_run: bool = False
     json: bool = False
@@ -153,13 +153,15 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         raise ConfigError("no command given: use one of reconcile, drain, status "
                           "(e.g. `valkey-reconciler reconcile --masters 3 --replicas-per-master 1`)")
 
-    def pick(env: str) -> tuple[str | None, str]:
+    def pick(env: str, blank_is_unset: bool = True) -> tuple[str | None, str]:
         flag, attr = ENV_FLAGS[env]
         value = getattr(args, attr)
         if value is not None:
             return value, flag
         raw = environ.get(env)
-        return (raw if raw is not None and raw.strip() != "" else None), env
+        if raw is not None and blank_is_unset and raw.strip() == "":
+            return None, env
+        return raw, env
 
     masters_raw, masters_name = pick("VALKEY_MASTERS")
     replicas_raw, replicas_name = pick("VALKEY_REPLICAS_PER_MASTER")
@@ -194,7 +196,8 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         raise ConfigError(f"{log_name} must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}",
                           setting=log_name)
 
-    persistence, persistence_name = pick("VALKEY_PERSISTENCE")
+    # Set but empty is the chart's "persistence off" (""); only an unset variable is "not known" (None).
+    persistence, persistence_name = pick("VALKEY_PERSISTENCE", blank_is_unset=False)
     if persistence is not None:
         persistence = persistence.strip().replace(" ", "")
         if persistence == "aof,rdb":
