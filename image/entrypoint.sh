@@ -15,6 +15,16 @@ SHUTDOWN_TIMEOUT_SECONDS=10
 # Bounds on the replication password, the one clear-text password in the config.
 REPLICATION_PASSWORD_MIN_LENGTH=16
 REPLICATION_PASSWORD_MAX_LENGTH=128
+# Restart delay with persistence off (field notes H1, restart variant): a restarted node waits this
+# many times the effective cluster-node-timeout before its server starts, so its replica marks it
+# failed and takes over first.
+RESTART_DELAY_FACTOR=2
+# Valkey's own cluster-node-timeout when no config line sets it.
+DEFAULT_CLUSTER_NODE_TIMEOUT_MS=15000
+# Cap on the computed delay. The chart's liveness probe (initialDelaySeconds 30, then 6 failures
+# 15 s apart) restarts the container after about 105-120 s of no PONG; the delay must stay well
+# inside that or the container is killed mid-wait, over and over. The chart default 5000 ms gives 10 s.
+RESTART_DELAY_MAX_SECONDS=60
 # First Valkey major version with "shutdown-on-sigterm failover" and atomic slot migration
 # (8.x refuses to start with either in its config or ACL file).
 VALKEY_9_MAJOR=9
@@ -135,6 +145,49 @@ if [ -z "$major" ]; then
     die "VALKEY_SERVER_BIN='$VALKEY_SERVER_BIN' printed no 'v=<major>.' version. Point it at a valkey-server binary."
 fi
 
+# --- Restart delay (persistence off) --------------------------------------------------------------
+# A node whose container restarts at the same IP within cluster-node-timeout is found again by its
+# replica's replication link (by IP:port): the replica full-syncs the new node's EMPTY dataset and
+# then wins the election for the old slots, so the shard's data is gone before any reconciler can
+# act (measured on 8.1.8). Staying down for longer than the node timeout lets the replica mark this
+# node failed and promote itself with the data first. Only a restart (nodes.conf left by an earlier
+# run) waits; a first start has no replica to protect.
+VALKEY_RESTART_DELAY_SECONDS=${VALKEY_RESTART_DELAY_SECONDS-}
+case $VALKEY_RESTART_DELAY_SECONDS in
+    '') ;;
+    *[!0123456789]*)
+        die "VALKEY_RESTART_DELAY_SECONDS='$VALKEY_RESTART_DELAY_SECONDS' is not a whole number of seconds. Leave it empty (computed from cluster-node-timeout), set 0 (no delay) or a number of seconds." ;;
+esac
+restart_delay=0
+restart_reason=
+# Digits without leading zeros (shell arithmetic would read "010" as octal).
+decimal() {
+    printf '%s\n' "$1" | sed 's/^0*\([0-9]\)/\1/'
+}
+if [ "$rdb" = no ] && [ "$aof" = no ] && [ -e "$VALKEY_DATA_DIR/nodes.conf" ]; then
+    if [ -n "$VALKEY_RESTART_DELAY_SECONDS" ]; then
+        restart_delay=$(decimal "$VALKEY_RESTART_DELAY_SECONDS")
+        restart_reason="VALKEY_RESTART_DELAY_SECONDS=$VALKEY_RESTART_DELAY_SECONDS"
+    else
+        # The last cluster-node-timeout wins: overrides.conf is included after the template's lines
+        # (the entrypoint adds none and substitutes none on that line). Config names are case-insensitive.
+        node_timeout=$(cat "$VALKEY_TEMPLATE_DIR/valkey.conf" "$VALKEY_TEMPLATE_DIR/overrides.conf" 2>/dev/null |
+            sed -n 's/^[[:space:]]*[Cc][Ll][Uu][Ss][Tt][Ee][Rr]-[Nn][Oo][Dd][Ee]-[Tt][Ii][Mm][Ee][Oo][Uu][Tt][[:space:]][[:space:]]*//p' |
+            tail -n 1 | sed 's/[[:space:]]*$//; s/^"\(.*\)"$/\1/; s/^'"'"'\(.*\)'"'"'$/\1/')
+        case $node_timeout in
+            '') node_timeout=$DEFAULT_CLUSTER_NODE_TIMEOUT_MS ;;
+            *[!0123456789]*)
+                die "cluster-node-timeout '$node_timeout' in $VALKEY_TEMPLATE_DIR/valkey.conf or overrides.conf is not a whole number of milliseconds. Fix the template or the chart value cluster.nodeTimeoutMs." ;;
+        esac
+        restart_delay=$(( (RESTART_DELAY_FACTOR * $(decimal "$node_timeout") + 999) / 1000 ))
+        restart_reason="$RESTART_DELAY_FACTOR x cluster-node-timeout $node_timeout ms"
+        if [ "$restart_delay" -gt "$RESTART_DELAY_MAX_SECONDS" ]; then
+            restart_delay=$RESTART_DELAY_MAX_SECONDS
+            restart_reason="$restart_reason, capped at $RESTART_DELAY_MAX_SECONDS s to stay inside the liveness probe"
+        fi
+    fi
+fi
+
 # Everything is checked; from here on files change.
 mkdir -p "$VALKEY_CONFIG_DIR" "$VALKEY_DATA_DIR"
 
@@ -144,6 +197,17 @@ mkdir -p "$VALKEY_CONFIG_DIR" "$VALKEY_DATA_DIR"
 # its data; the reconciler re-attaches the new node. With persistence on, nodes.conf and the data
 # survive together and the node resumes its place.
 if [ "$rdb" = no ] && [ "$aof" = no ]; then
+    if [ "$restart_delay" -gt 0 ]; then
+        log "persistence off and nodes.conf from an earlier run found: waiting $restart_delay s ($restart_reason) before starting, so this node's replica takes over its slots before this empty node can be synced from (field notes H1)"
+        # nodes.conf is removed only after the wait: a container killed mid-wait waits again next
+        # time. A backgrounded sleep lets SIGTERM (the container's stop) end the wait at once.
+        sleep_pid=
+        trap 'if [ -n "$sleep_pid" ]; then kill "$sleep_pid" 2>/dev/null || true; fi; exit 143' TERM INT
+        sleep "$restart_delay" &
+        sleep_pid=$!
+        wait "$sleep_pid" || true
+        trap - TERM INT
+    fi
     rm -rf "$VALKEY_DATA_DIR/nodes.conf" "$VALKEY_DATA_DIR/dump.rdb" "$VALKEY_DATA_DIR/appendonlydir"
     for stale in "$VALKEY_DATA_DIR"/temp-*.rdb "$VALKEY_DATA_DIR"/appendonly.aof*; do
         if [ -e "$stale" ]; then rm -rf "$stale"; fi

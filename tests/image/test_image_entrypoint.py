@@ -27,6 +27,9 @@ MODES = {  # VALKEY_PERSISTENCE → (CONFIG GET save is empty, appendonly)
     "": (True, "no"),
 }
 EXTRA_SPELLINGS = {"rdb aof": (False, "yes"), "aof,rdb": (False, "yes"), "none": (True, "no"), "~": (True, "no")}
+#: These tests restart nodes with persistence off only to check files and identity; the restart
+#: delay itself is tested in test_image_restart_delay.py.
+NO_RESTART_DELAY = {"VALKEY_RESTART_DELAY_SECONDS": "0"}
 
 
 @pytest.fixture
@@ -105,7 +108,7 @@ def test_refused_start_changes_nothing_in_the_data_dir(idle_node):
 @pytest.mark.parametrize("mode", [*MODES, *EXTRA_SPELLINGS])
 def test_persistence_mode_is_applied_and_none_forgets_identity(node_set, mode):
     save_empty, appendonly = {**MODES, **EXTRA_SPELLINGS}[mode]
-    node = node_set(1, persistence=mode).nodes[0]
+    node = node_set(1, persistence=mode, env=NO_RESTART_DELAY).nodes[0]
     with node.client() as conn:
         assert (conn.config_get("save")["save"] == "") is save_empty
         assert conn.config_get("appendonly")["appendonly"] == appendonly
@@ -121,7 +124,7 @@ def test_persistence_mode_is_applied_and_none_forgets_identity(node_set, mode):
 
 
 def test_persistence_off_deletes_nodes_conf_and_data_files(node_set):
-    node = node_set(1, persistence="rdb").nodes[0]
+    node = node_set(1, persistence="rdb", env=NO_RESTART_DELAY).nodes[0]
     with node.client() as conn:
         conn.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
         conn.save()
