@@ -178,7 +178,15 @@ def read_node(node: Node, placement: Placement | None = None) -> NodeState:
             primary_id = master_id
         elif me is not None:
             primary_id = next((p.node_id for p in peers if p.shard_id == me.shard_id and p.role == PRIMARY), None)
-    slots: tuple = me.slots if (me is not None and role == PRIMARY) else ()
+    # Own slots also come from the own CLUSTER NODES entry: on 8.x, right after a replica of this shard is
+    # soft-reset into an empty primary it still carries the shard id, and CLUSTER SHARDS can then show
+    # this primary's shard without its slots.
+    slots: tuple = ()
+    if role == PRIMARY:
+        if own_entry:
+            slots = merge_ranges(SlotRange(int(r[0]), int(r[-1])) for r in own_entry.get("slots", []))
+        elif me is not None:
+            slots = me.slots
     open_slots = tuple(sorted(
         (OpenSlot(slot=int(m["slot"]), state=MIGRATING if m["state"] == "migrating" else IMPORTING,
                   peer_id=str(m["node_id"])) for m in own_entry.get("migrations", [])),
