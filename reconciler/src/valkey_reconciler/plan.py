@@ -47,6 +47,8 @@ from .view import (
 # the removed shards (clients keep writing during the move, and the estimate is per slot, not per key).
 MEMORY_HEADROOM = 0.10
 MB = 1024 * 1024
+# Below this release a replica made primary by CLUSTER RESET SOFT keeps its old primary's shard id (8.1.8).
+SOFT_RESET_NEW_SHARD_MIN_VERSION = (9, 0, 0)
 
 
 def plan(view: ClusterView, layout: Layout, *, persistence: str | None = None) -> tuple[Step, ...]:
@@ -81,8 +83,12 @@ def plan(view: ClusterView, layout: Layout, *, persistence: str | None = None) -
     steps += intros
     for ordinal in layout.promote:
         n = view.by_ordinal(ordinal)
-        steps.append(ResetNode(ordinal=ordinal, node_id=n.node_id, hard=False))
-        if via is not None and via.ordinal != ordinal:
+        # Valkey 8.x keeps the shard id across CLUSTER RESET SOFT, so the new primary would share its old
+        # primary's shard: CLUSTER SHARDS then lists both primaries (and the slots of only one) as one shard.
+        # A HARD reset draws a new node id and shard id; its old id is forgotten as a ghost at its address.
+        hard = n.version < SOFT_RESET_NEW_SHARD_MIN_VERSION
+        steps.append(ResetNode(ordinal=ordinal, node_id=n.node_id, hard=hard))
+        if via is not None and via.ordinal != ordinal and not hard:
             steps.append(_meet(n, via))
     steps += _slot_steps(view, layout)
     steps += _replica_steps(view, layout)
