@@ -147,8 +147,9 @@ def test_install_3x1_then_upgrade_to_4x1_with_data_and_live_client(local, engine
 
 
 @pytest.mark.slow
-def test_upgrade_to_2x2_restart_all_on_new_ips_then_3x1_with_rdb_aof(local):
-    release = local("9")
+@pytest.mark.parametrize("engine", ["9", "8"], ids=["valkey9", "valkey8"])
+def test_upgrade_to_2x2_restart_all_on_new_ips_then_3x1_with_rdb_aof(local, engine):
+    release = local(engine)
     persistence = ["--set", "persistence=rdb"]
     install_3x1(release, *persistence)
     client = release.client()

@@ -25,10 +25,10 @@ from .helpers import (
     wait_healthy,
 )
 
-# Trials per engine (each one transition, alternating 3x1 → 6x1 and back). The issue asks for 20 per engine;
-# on 8.1.8 a transition moves 8192 slots the legacy way (~25 s on 2 shared cores), so the suite's default
-# runs 10 there to stay in its time budget; VALKEY_RESUME_TRIALS=20 runs the full count on both.
-DEFAULT_TRIALS = {"9": 20, "8": 10}
+# Trials per engine (each one transition, alternating 3x1 → 6x1 and back): the issue asks for 20 per engine.
+# On 8.1.8 a transition moves 8192 slots the legacy way (~25 s on 2 shared cores), the longest test of the
+# suite; VALKEY_RESUME_TRIALS=N runs N on both engines (fewer for a quick local run).
+DEFAULT_TRIALS = {"9": 20, "8": 20}
 TRIALS_OVERRIDE = os.environ.get("VALKEY_RESUME_TRIALS")
 SEED = int(os.environ.get("VALKEY_RESUME_SEED", "20261126"))
 KEYS = 20_000
