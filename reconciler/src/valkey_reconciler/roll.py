@@ -439,12 +439,9 @@ def run(settings: Any, nodes: list[Node], log: Any, out: TextIO | None = None,
         placements: Sequence[Placement | None] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """The roll and failback after a converged `reconcile`; returns the number of actions taken."""
     environ = os.environ if environ is None else environ
-    persistence = settings.persistence
-    if persistence is None and environ.get("VALKEY_PERSISTENCE") is not None:
-        persistence = ""  # set but empty: the chart's "off" (settings read an empty value as unset)
     allow = allow_data_loss(environ)
     api = make_pod_api(settings, log, environ)
-    policy_ = Policy(persistence, allow, restart_pods=api is not None)
+    policy_ = Policy(settings.persistence, allow, restart_pods=api is not None)
     return Roller(settings, list(nodes), log, api, policy_, placements, out).run()
 
 
