@@ -8,9 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from .helpers import CLI_TIMEOUT_S, RECONCILER, RUN_TIMEOUT_S, Run, admin, shards, topology
+from .helpers import CLI_TIMEOUT_S, RECONCILER, RUN_TIMEOUT_S, Run, admin, shape_problems, shards, topology
 
-TOTAL_SLOTS = 16384
 POD_ADDRESS = "pod-{ordinal}.drain.test"
 SETTLE_TIMEOUT_S = 30
 POLL_S = 0.05
@@ -89,26 +88,7 @@ def survivor_problems(nodes, masters: int, replicas: int, doomed_ids=()) -> list
     for s in shards(survivors[0]):
         for n in s["nodes"]:
             addresses[n["id"]] = n["ip"]
-    counts, covered = [], set()
-    for primary, (ranges, reps) in first.items():
-        n = sum(b - a + 1 for a, b in ranges)
-        if not n:
-            continue
-        counts.append(n)
-        for a, b in ranges:
-            covered.update(range(a, b + 1))
-        if len(reps) != replicas:
-            problems.append(f"primary {primary[:8]} has {len(reps)} replicas, {replicas} wanted")
-        for r in reps:
-            if addresses.get(r) == addresses.get(primary):
-                problems.append(f"replica {r[:8]} shares its primary's address")
-    if len(covered) != TOTAL_SLOTS:
-        problems.append(f"only {len(covered)} slots covered")
-    if len(counts) != masters:
-        problems.append(f"{len(counts)} slot-owning primaries, {masters} wanted")
-    if counts and max(counts) - min(counts) > 1:
-        problems.append(f"slot counts differ by more than 1: {sorted(counts)}")
-    return problems
+    return problems + shape_problems(first, masters, replicas, addresses)
 
 
 def wait_survivors_healthy(nodes, masters: int, replicas: int, doomed_ids=(), timeout: float = SETTLE_TIMEOUT_S):

@@ -123,16 +123,27 @@ def cluster_problems(nodes, masters: int, replicas: int) -> list[str]:
     for address, view in views.items():
         if view != first:
             problems.append(f"{address} disagrees on the slot map / roles")
-    counts = []
-    covered = set()
-    for ranges, reps in first.values():
+    return problems + shape_problems(first, masters, replicas)
+
+
+def shape_problems(view: dict, masters: int, replicas: int, addresses: dict[str, str] | None = None) -> list[str]:
+    """The layout oracle on one node's topology() view: every slot covered, `masters` primaries whose slot
+    counts differ by at most 1, `replicas` replicas each; with `addresses` (node id → IP), no replica on its
+    primary's address."""
+    problems = []
+    counts, covered = [], set()
+    for primary, (ranges, reps) in view.items():
         n = sum(b - a + 1 for a, b in ranges)
-        if n:
-            counts.append(n)
+        if not n:
+            continue
+        counts.append(n)
         for a, b in ranges:
             covered.update(range(a, b + 1))
-        if n and len(reps) != replicas:
-            problems.append(f"a primary has {len(reps)} replicas, {replicas} wanted")
+        if len(reps) != replicas:
+            problems.append(f"primary {primary[:8]} has {len(reps)} replicas, {replicas} wanted")
+        for r in reps if addresses is not None else ():
+            if addresses.get(r) == addresses.get(primary):
+                problems.append(f"replica {r[:8]} shares its primary's address")
     if len(covered) != TOTAL_SLOTS:
         problems.append(f"only {len(covered)} slots covered")
     if len(counts) != masters:
