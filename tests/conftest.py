@@ -136,12 +136,3 @@ def no_valkey_left_running():
     for node in leftovers:
         node.kill()
     assert not leftovers, f"valkey-server processes left running by the tests: {leftovers}"
-
-
-#: Tests that each run for minutes: started first, so on two xdist workers they overlap the many short
-#: tests instead of running alone at the end (the suite's wall time is bounded by its longest worker).
-LONG_RUNNING = ("tests/integration/test_resume.py",)
-
-
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: not item.nodeid.startswith(LONG_RUNNING))
