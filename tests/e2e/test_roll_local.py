@@ -8,15 +8,12 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import valkey
 
 from local_helpers import FAST_VALUES, LOCAL, Local, Writer, preload, read_back, wait_all_gone
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ROOT_CONFTEST = REPO_ROOT / "tests" / "conftest.py"
 TOTAL_SLOTS = 16384
 #: Keys loaded before the upgrade (enough that every restart reloads and resyncs real data).
 KEYS = 5_000
@@ -32,31 +29,6 @@ UPGRADE_TIMEOUT_SECONDS = 240
 EVENT_WAIT_SECONDS = 120
 #: Bound on a manual failover done by the test itself.
 FAILOVER_WAIT_SECONDS = 30
-
-
-@pytest.fixture
-def local(request, tmp_path):
-    """Releases of the runner on their own loopback ranges; `down --purge` at teardown and a check, by
-    PID, that nothing they started still runs."""
-    plugin = request.config.pluginmanager.get_plugin(str(ROOT_CONFTEST))
-    made: list[tuple[Local, int]] = []
-
-    def make(engine: str) -> Local:
-        cluster, lock = plugin.allocate_cluster()
-        made.append((Local(tmp_path / "state", f"roll{len(made)}", cluster, engine), lock))
-        return made[-1][0]
-
-    yield make
-    leftovers = set()
-    for runner, lock in made:
-        if (runner.dir / "state.json").exists():
-            runner.run("down", "--purge")
-        left = wait_all_gone(runner.pids())
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
-        leftovers |= left
-        os.close(lock)
-    assert not leftovers, f"processes left running after `down`: {sorted(leftovers)}"
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -238,7 +210,7 @@ def wait_for_event(local: Local, since: int, reason: str, count: int) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["9", "8"], ids=["valkey9", "valkey8"])
 def test_config_upgrade_rolls_all_pods_replicas_first_failover_first_no_write_lost_primaries_home(local, engine):
-    release = local(engine)
+    release = local(engine, "roll")
     primaries, replicas, old_revision = install(release)
     model, writer, poller = start_clients(release)
     since = len(release.events())
@@ -259,7 +231,7 @@ def test_config_upgrade_rolls_all_pods_replicas_first_failover_first_no_write_lo
 
 @pytest.mark.slow
 def test_reconciler_killed_mid_roll_then_hook_rerun_completes_the_roll_nothing_lost(local):
-    release = local("9")
+    release = local("9", "roll")
     primaries, replicas, old_revision = install(release)
     model, writer, poller = start_clients(release)
     since = len(release.events())
@@ -296,7 +268,7 @@ def test_reconciler_killed_mid_roll_then_hook_rerun_completes_the_roll_nothing_l
 
 @pytest.mark.slow
 def test_primaries_moved_away_by_manual_failovers_return_home_on_next_reconcile(local):
-    release = local("8")
+    release = local("8", "roll")
     primaries, replicas, revision = install(release)
     by_ordinal = {o: ip for ip, o in ordinals_by_ip(release).items()}
     for ordinal in sorted(replicas):
