@@ -256,6 +256,11 @@ same across upgrades; `helm template` has no cluster and gets fresh random value
 {{- end -}}
 {{- end -}}
 
+{{/* The nodes' cluster-node-timeout: the value given, else valkey.conf's; the reconciler restores it after a fast join. */}}
+{{- define "valkey.nodeTimeoutMs" -}}
+{{- if kindIs "invalid" .Values.cluster.nodeTimeoutMs -}}5000{{- else -}}{{ int64 .Values.cluster.nodeTimeoutMs }}{{- end -}}
+{{- end -}}
+
 {{/* Environment of a reconciler container (hook Jobs and `helm test`): the settings docs/design.md names. */}}
 {{- define "valkey.reconcilerEnv" -}}
 - name: VALKEY_CLUSTER_NAME
@@ -283,6 +288,10 @@ same across upgrades; `helm template` has no cluster and gets fresh random value
   value: {{ int .Values.hooks.timeoutSeconds | quote }}
 - name: VALKEY_ROLL_ALLOW_DATA_LOSS
   value: {{ .Values.rollout.allowDataLoss | toString | quote }}
+- name: VALKEY_NODE_TIMEOUT_MS
+  value: {{ include "valkey.nodeTimeoutMs" . | quote }}
+- name: VALKEY_FAST_JOIN
+  value: {{ ternary "on" "off" (ne .Values.cluster.fastJoin false) | quote }}
 - name: LOG_FORMAT
   value: json
 {{- end -}}

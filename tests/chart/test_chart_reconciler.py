@@ -16,6 +16,8 @@ EXPECTED_ENV = {
     "VALKEY_PERSISTENCE": "rdb,aof",
     "VALKEY_TIMEOUT_SECONDS": "300",
     "VALKEY_ROLL_ALLOW_DATA_LOSS": "false",
+    "VALKEY_NODE_TIMEOUT_MS": "5000",
+    "VALKEY_FAST_JOIN": "on",
     "LOG_FORMAT": "json",
 }
 PHASES = {
@@ -43,6 +45,12 @@ class TestReconcilerJobs:
         (c,) = containers(one(render_chart(helm), "Job", job_name))
         assert literal_env(c) == EXPECTED_ENV
         assert env_of(c)["VALKEY_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "valkey-rel-internal", "key": "reconciler-password"}
+
+    def test_node_timeout_and_fast_join_reach_the_jobs(self, helm):
+        rendered = render_chart(helm, {"cluster": {"nodeTimeoutMs": 2000, "fastJoin": False}})
+        for job in find(rendered, "Job"):
+            env = literal_env(containers(job)[0])
+            assert (env["VALKEY_NODE_TIMEOUT_MS"], env["VALKEY_FAST_JOIN"]) == ("2000", "off")
 
     def test_hooks_values_map_to_the_job(self, helm):
         values = {"hooks": {"restartPolicy": "OnFailure", "backoffLimit": 7, "ttlSecondsAfterFinished": 120,

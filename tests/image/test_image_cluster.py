@@ -221,11 +221,12 @@ RECONCILER_ALLOWED = [
     ("cluster", "countkeysinslot", "0"), ("cluster", "getkeysinslot", "0", "10"), ("cluster", "shards"),
     ("cluster", "nodes"), ("cluster", "myid"), ("cluster", "info"), ("info",), ("ping",),
     ("migrate", "127.0.0.1", "6379", "", "0", "1000", "auth2", "u", "p", "keys", "k"), ("dbsize",),
-    ("flushall",), ("wait", "1", "0"), ("config", "get", "maxmemory"), ("client", "setname", "r"),
+    ("flushall",), ("wait", "1", "0"), ("config", "get", "maxmemory"),
+    ("config", "set", "cluster-node-timeout", "500"), ("client", "setname", "r"),
     ("client", "setinfo", "lib-name", "r"), ("readonly",), ("restore-asking", "k", "0", "x"),
 ]
 RECONCILER_DENIED = [
-    ("acl", "setuser", "x"), ("acl", "list"), ("config", "set", "maxmemory", "0"), ("config", "rewrite"),
+    ("acl", "setuser", "x"), ("acl", "list"), ("config", "rewrite"),
     ("module", "list"), ("debug", "sleep", "0"), ("shutdown",), ("monitor",), ("eval", "return 1", "0"),
     ("function", "load", LIBRARY), ("publish", "c", "m"), ("subscribe", "c"), ("client", "kill", "id", "1"),
 ]

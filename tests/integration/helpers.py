@@ -82,6 +82,21 @@ def admin(node) -> valkey.Valkey:
     return node.client("admin")
 
 
+def node_timeouts(nodes, count: int | None = None) -> dict[int, int]:
+    """cluster-node-timeout (ms) as each of the first `count` nodes runs it."""
+    out = {}
+    for node in nodes.nodes[:count]:
+        with admin(node) as c:
+            out[node.ordinal] = int(c.config_get("cluster-node-timeout")["cluster-node-timeout"])
+    return out
+
+
+def fast_join_steps(run: Run) -> list[tuple[int, bool]]:
+    """(ordinal, lowered?) of every set_node_timeout step a run finished."""
+    return [(int(e["step"].split("ordinal ")[1].split()[0]), e["step"].startswith("lower"))
+            for e in run.events() if e.get("event") == "step_finished" and e.get("kind") == "set_node_timeout"]
+
+
 def shards(node) -> list[dict]:
     """CLUSTER SHARDS as a list of {slots: [(a, b)], nodes: [{id, ip, role, health, ...}]}."""
     out = []

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import FAST_OVERRIDES, Writer, load_keys, read_back, reconcile, unexecuted_writes_absent, wait_healthy
+from .helpers import (
+    FAST_OVERRIDES, Writer, fast_join_steps, load_keys, node_timeouts, read_back, reconcile, unexecuted_writes_absent,
+    wait_healthy,
+)
 
 KEYS = 200_000
 GROWTH = [((3, 0), (6, 0)), ((3, 1), (5, 1))]
@@ -24,6 +27,10 @@ def test_growing_under_load_keeps_every_acknowledged_write_and_balances_slots(no
     assert grown.code == 0, grown.stderr
     names = grown.event_names()
     assert "migration_progress" in names and "reconcile_finished" in names
+    # The new primaries joined fast and were back at the cluster's timeout before receiving slots.
+    new_primaries = range(before[0] * (1 + before[1]), before[0] * (1 + before[1]) + after[0] - before[0])
+    assert {o for o, lowered in fast_join_steps(grown) if lowered} <= set(new_primaries)
+    assert node_timeouts(nodes) == {n.ordinal: 2000 for n in nodes.nodes}
 
     assert writer.errors == [], writer.errors[:5]
     assert writer.ops > 100 and writer.reads_checked > 10

@@ -9,7 +9,7 @@ import dataclasses
 import hashlib
 
 from valkey_reconciler.layout import layout
-from valkey_reconciler.plan import plan, plan_drain
+from valkey_reconciler.plan import JOIN_NODE_TIMEOUT_MS, plan, plan_drain
 from valkey_reconciler.steps import (
     AssignSlots,
     AwaitAgreement,
@@ -24,6 +24,7 @@ from valkey_reconciler.steps import (
     Replicate,
     ResetNode,
     SetConfigEpoch,
+    SetNodeTimeout,
     Step,
 )
 from valkey_reconciler.view import (
@@ -57,7 +58,8 @@ def node_id(ordinal: int, generation: int = 0) -> str:
     return hashlib.sha1(f"node-{ordinal}-{generation}".encode()).hexdigest()
 
 
-def fresh_node(ordinal: int, placement: Placement | None = None, version=(9, 1, 2)) -> NodeState:
+def fresh_node(ordinal: int, placement: Placement | None = None, version=(9, 1, 2),
+               node_timeout_ms: int = 0) -> NodeState:
     ip = f"127.0.{CLUSTER}.{ordinal + 1}"
     nid = node_id(ordinal)
     me = Peer(node_id=nid, ip=ip, port=6379, role=PRIMARY, health=ONLINE)
@@ -69,6 +71,7 @@ def fresh_node(ordinal: int, placement: Placement | None = None, version=(9, 1, 
         known_nodes=(me,),
         version=version,
         placement=placement,
+        node_timeout_ms=node_timeout_ms,
     )
 
 
@@ -175,6 +178,9 @@ def apply(view: ClusterView, step: Step) -> ClusterView:
         a, b = (nodes[o] for o in step.claimants)
         loser = a if (a.config_epoch, -a.ordinal) < (b.config_epoch, -b.ordinal) else b
         nodes[loser.ordinal] = dataclasses.replace(loser, slots=subtract_ranges(loser.slots, step.ranges))
+    elif isinstance(step, SetNodeTimeout):
+        n = _by_id(nodes, step.node_id)
+        nodes[n.ordinal] = dataclasses.replace(n, node_timeout_ms=step.timeout_ms)
     elif isinstance(step, SetConfigEpoch):
         n = _by_id(nodes, step.node_id)
         assert n.is_alone and n.config_epoch == 0, "SET-CONFIG-EPOCH needs a lone node at epoch 0"
@@ -191,6 +197,7 @@ def apply(view: ClusterView, step: Step) -> ClusterView:
     elif isinstance(step, MigrateSlots):
         s, t = _by_id(nodes, step.source_id), _by_id(nodes, step.target_id)
         assert s.node_id in members and t.node_id in members
+        assert t.node_timeout_ms != JOIN_NODE_TIMEOUT_MS, "slots moved onto a primary whose timeout is still lowered"
         _move(nodes, s, t, step.ranges)
     elif isinstance(step, Replicate):
         n, p = _by_id(nodes, step.node_id), _by_id(nodes, step.primary_id)
@@ -282,11 +289,12 @@ def interrupt(view: ClusterView, step: Step, fraction: float, atomic: bool) -> C
     return rebuild(list(nodes.values()), members, ghosts)
 
 
-def converge(view: ClusterView, masters: int, replicas: int, placements=None) -> tuple[ClusterView, list[Step]]:
+def converge(view: ClusterView, masters: int, replicas: int, placements=None,
+             fast_join: bool = False) -> tuple[ClusterView, list[Step]]:
     """Observe → plan → execute the first step, until the plan is empty (bounded)."""
     done: list[Step] = []
     for _ in range(MAX_STEPS):
-        steps = plan(view, layout(view, masters, replicas, placements))
+        steps = plan(view, layout(view, masters, replicas, placements), fast_join=fast_join)
         if not steps:
             return view, done
         view = apply(view, steps[0])

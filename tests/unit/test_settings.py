@@ -67,6 +67,9 @@ def test_the_password_is_never_shown_in_the_settings_repr():
     (["reconcile"], {"VALKEY_HOSTS_FILE": "/nonexistent/hosts"}, "VALKEY_HOSTS_FILE"),
     (["reconcile", "--node", "10.0.0.1"], {}, "--node"),
     (["reconcile", "--node", "10.0.0.1:6379"], {}, "--node"),  # 1 node but 3 x (1 + 1) expected
+    (["reconcile"], {"VALKEY_NODE_TIMEOUT_MS": "0"}, "VALKEY_NODE_TIMEOUT_MS"),
+    (["reconcile", "--node-timeout-ms", "5s"], {}, "--node-timeout-ms"),
+    (["reconcile"], {"VALKEY_FAST_JOIN": "maybe"}, "VALKEY_FAST_JOIN"),
     (["reconcile", "--password", "x"], {}, "--password"),
     ([], {}, "reconcile"),
 ])
@@ -118,3 +121,10 @@ def test_an_empty_persistence_flag_means_off_and_wins_over_the_environment():
 def test_other_blank_variables_still_read_as_unset():
     s = load(["reconcile"], {**ENV, "VALKEY_PORT": "", "LOG_FORMAT": " ", "VALKEY_USER": ""})
     assert (s.port, s.log_format, s.user) == (6379, "auto", "admin")
+
+
+def test_fast_join_is_on_by_default_and_the_node_timeout_is_read_from_the_nodes():
+    s = load(["reconcile"], ENV)
+    assert (s.fast_join, s.node_timeout_ms) == (True, None)
+    s = load(["reconcile", "--fast-join", "off"], {**ENV, "VALKEY_NODE_TIMEOUT_MS": "15000"})
+    assert (s.fast_join, s.node_timeout_ms) == (False, 15000)

@@ -17,7 +17,7 @@ from valkey_reconciler.layout import layout
 from valkey_reconciler.lock import reconciler_lock
 from valkey_reconciler.node import Node, make_nodes
 from valkey_reconciler.observe import observe
-from valkey_reconciler.plan import plan
+from valkey_reconciler.plan import normal_node_timeout, plan
 from valkey_reconciler.settings import Settings, load
 from valkey_reconciler.status import problems, report, table
 from valkey_reconciler.steps import Step
@@ -48,8 +48,16 @@ def reconcile(settings: Settings, nodes: list[Node], log: Any, out: TextIO) -> i
     masters, replicas = settings.masters, settings.replicas_per_master
     assert masters is not None and replicas is not None
 
+    # The timeout a fast join restores: the setting, else what the nodes ran with when this run first saw them
+    # (pinned then: once every primary of a forming cluster is lowered, no node shows the old value).
+    node_timeout_ms = settings.node_timeout_ms
+
     def plan_steps(view: ClusterView) -> Sequence[Step]:
-        return plan(view, layout(view, masters, replicas, place_map), persistence=settings.persistence)
+        nonlocal node_timeout_ms
+        if node_timeout_ms is None:
+            node_timeout_ms = normal_node_timeout(view, None)
+        return plan(view, layout(view, masters, replicas, place_map), persistence=settings.persistence,
+                    fast_join=settings.fast_join and executor.fast_join, node_timeout_ms=node_timeout_ms)
 
     def execute(batch: list[Step], view: ClusterView) -> None:
         try:

@@ -12,7 +12,7 @@ from valkey_reconciler.node import Node
 from valkey_reconciler.observe import parallel, parse_shards
 from valkey_reconciler.steps import (
     AssignSlots, AwaitAgreement, AwaitFailover, AwaitMigration, CloseOpenSlot, Failover, Forget, Meet, MigrateSlots, Replicate, ResetNode,
-    SetConfigEpoch, Step,
+    SetConfigEpoch, SetNodeTimeout, Step,
 )
 from valkey_reconciler.view import (
     FAILED, PRIMARY, ClusterView, SlotRange, count_slots, format_ranges, iter_slots,
@@ -21,7 +21,7 @@ from valkey_reconciler.waits import wait_until
 
 # Valkey answers "Unknown node" to REPLICATE/FORGET until gossip has told the node about the peer.
 GOSSIP_RETRY_S = 0.05
-BATCHABLE = (SetConfigEpoch, Meet, AssignSlots, Replicate, Forget, AwaitMigration)
+BATCHABLE = (SetConfigEpoch, SetNodeTimeout, Meet, AssignSlots, Replicate, Forget, AwaitMigration)
 
 
 class StaleStep(Exception):
@@ -86,6 +86,8 @@ class Executor:
         self._password = password
         self.log = log
         self.timeout = timeout
+        # Off once CONFIG SET is refused: the planner then stops lowering timeouts for this run.
+        self.fast_join = True
 
     # -- helpers --------------------------------------------------------------------------------------
 
@@ -166,7 +168,8 @@ class Executor:
         handler = {
             CloseOpenSlot: self._close_open_slots, AwaitMigration: self._await_migrations,
             AwaitFailover: self._await_failover, AwaitAgreement: self._await_agreement,
-            SetConfigEpoch: self._set_config_epochs, Meet: self._meet, AssignSlots: self._assign_slots,
+            SetConfigEpoch: self._set_config_epochs, SetNodeTimeout: self._set_node_timeouts, Meet: self._meet,
+            AssignSlots: self._assign_slots,
             MigrateSlots: self._migrate, Replicate: self._replicate, ResetNode: self._reset,
             Forget: self._forget, Failover: self._failover,
         }.get(type(first))
@@ -185,6 +188,30 @@ class Executor:
                 # Valkey accepts this only on a node that knows no other node and has epoch 0.
                 if int(node.cmd("CLUSTER INFO").get("cluster_my_epoch", 0)) != step.epoch:
                     raise StepFailed(f"{step.describe()} refused: {exc}", ordinal=step.ordinal) from None
+
+        parallel_steps(batch, apply)
+
+    def _set_node_timeouts(self, batch: list[SetNodeTimeout], view: ClusterView) -> None:
+        def apply(step: SetNodeTimeout) -> None:
+            node = self.node(step.ordinal)
+            if step.await_ok:
+                self._wait(lambda: None if node.cmd("CLUSTER INFO").get("cluster_state") == "ok"
+                           else f"{node.label()} reports cluster_state fail",
+                           f"{node.label()} to report cluster_state ok before it receives slots")
+            try:
+                node.cmd("CONFIG", "SET", "cluster-node-timeout", step.timeout_ms)
+            except valkey.exceptions.NoPermissionError as exc:
+                if step.lower:
+                    self.fast_join = False
+                    self.log.warning(
+                        "fast_join_unavailable", ordinal=step.ordinal,
+                        message=f"user {self.user!r} may not run CONFIG SET ({exc}): new primaries wait Valkey's "
+                                "full rejoin delay (cluster-node-timeout, up to 5 s); grant +config|set to allow "
+                                "the fast join")
+                    return
+                raise StepFailed(f"{step.describe()} refused: {exc}. Grant +config|set to user {self.user!r}, or "
+                                 f"run CONFIG SET cluster-node-timeout {step.timeout_ms} on it by hand",
+                                 ordinal=step.ordinal) from None
 
         parallel_steps(batch, apply)
 

@@ -138,8 +138,9 @@ def read_node(node: Node, placement: Placement | None = None) -> NodeState:
     pipe.execute_command("CLUSTER INFO")
     pipe.execute_command("CLUSTER NODES")
     pipe.execute_command("CLUSTER GETSLOTMIGRATIONS")  # 9.x only; 8.x answers an error we ignore
+    pipe.execute_command("CONFIG", "GET", "cluster-node-timeout")  # without the right: 0, no fast join
     try:
-        myid, shards, info, cinfo, cnodes, jobs = pipe.execute(raise_on_error=False)
+        myid, shards, info, cinfo, cnodes, jobs, timeout = pipe.execute(raise_on_error=False)
     except valkey.exceptions.NoPermissionError as exc:
         raise _auth_error(node, exc) from None
     for what, value in (("CLUSTER MYID", myid), ("CLUSTER SHARDS", shards), ("INFO", info),
@@ -213,8 +214,19 @@ def read_node(node: Node, placement: Placement | None = None) -> NodeState:
         link_up=role == REPLICA and info.get("master_link_status") == "up", repl_offset=offset,
         keys=int(keyspace.get("keys", 0) if isinstance(keyspace, dict) else 0),
         used_memory=int(info.get("used_memory", 0) or 0), maxmemory=int(info.get("maxmemory", 0) or 0),
-        placement=placement, port=node.port,
+        placement=placement, port=node.port, node_timeout_ms=_config_int(timeout, "cluster-node-timeout"),
     )
+
+
+def _config_int(reply: Any, name: str) -> int:
+    """One integer from a CONFIG GET reply (a dict, or a flat list on some paths); 0 when refused."""
+    if isinstance(reply, Exception) or not reply:
+        return 0
+    value = _pairs(reply).get(name) if not isinstance(reply, dict) else reply.get(name)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def observe(nodes: Sequence[Node], timeout: float, placements: Sequence[Placement | None] | None = None,

@@ -23,6 +23,7 @@ from .steps import (
     Replicate,
     ResetNode,
     SetConfigEpoch,
+    SetNodeTimeout,
     Step,
 )
 from .view import (
@@ -49,16 +50,25 @@ MEMORY_HEADROOM = 0.10
 MB = 1024 * 1024
 # Below this release a replica made primary by CLUSTER RESET SOFT keeps its old primary's shard id (8.1.8).
 SOFT_RESET_NEW_SHARD_MIN_VERSION = (9, 0, 0)
+# Fast join: cluster-node-timeout while an empty primary joins. Valkey's rejoin delay is this value clamped
+# to 0.5-5 s, so 500 ms is the shortest wait Valkey allows (see SetNodeTimeout).
+JOIN_NODE_TIMEOUT_MS = 500
+# The project's valkey.conf value: what a lowered node goes back to when neither the settings nor any
+# other node tell (a reconciler stopped mid-join on a one-node cluster).
+PROJECT_NODE_TIMEOUT_MS = 5000
 
 
-def plan(view: ClusterView, layout: Layout, *, persistence: str | None = None) -> tuple[Step, ...]:
+def plan(view: ClusterView, layout: Layout, *, persistence: str | None = None, fast_join: bool = False,
+         node_timeout_ms: int | None = None) -> tuple[Step, ...]:
     """The steps that take `view` to `layout`, in execution order; empty when the cluster is converged.
 
     When slots are open or atomic migrations are in flight, only those steps are returned: everything
     else is planned again from a fresh observation once they are closed. The same holds for slots two pods
     claim and for a lost primary whose slots wait for a failover. `persistence` is the chart's ("" = off):
     only with persistence off are the slots of a lost primary without replica given to its fresh pod
-    (their data cannot come back); otherwise that is refused."""
+    (their data cannot come back); otherwise that is refused. With `fast_join`, empty primaries lower their
+    cluster-node-timeout while they join (SetNodeTimeout); lowered nodes are always put back, to
+    `node_timeout_ms` or else to the value the other nodes run with."""
     ghosts, unknown = _classify_foreign(view)
     _refuse_conflicts(view, contested_ok=True, handled={g.node_id for g in ghosts if g.replaced_by is not None or g.replicas})
     _refuse_unknown_members(view, unknown)
@@ -79,7 +89,11 @@ def plan(view: ClusterView, layout: Layout, *, persistence: str | None = None) -
     waits, forgets = _ghost_steps(view, ghosts, persistence)
     if waits:
         return tuple(waits)
-    steps: list[Step] = list(forgets)
+    slot_steps = _slot_steps(view, layout)
+    targets = {t.target_ordinal for t in slot_steps if isinstance(t, MigrateSlots)}
+    lower, restore = _node_timeout_steps(view, layout, fast_join, node_timeout_ms, targets)
+    steps: list[Step] = list(lower)
+    steps += forgets
     steps += intros
     for ordinal in layout.promote:
         n = view.by_ordinal(ordinal)
@@ -90,10 +104,47 @@ def plan(view: ClusterView, layout: Layout, *, persistence: str | None = None) -
         steps.append(ResetNode(ordinal=ordinal, node_id=n.node_id, hard=hard))
         if via is not None and via.ordinal != ordinal and not hard:
             steps.append(_meet(n, via))
-    steps += _slot_steps(view, layout)
+    # A lowered node goes back before it owns a slot: a primary with slots and a short timeout votes
+    # other primaries failed after half a second of silence.
+    steps += restore
+    steps += slot_steps
     steps += _replica_steps(view, layout)
     _refuse_mixed_versions(view, steps)
     return tuple(steps)
+
+
+def normal_node_timeout(view: ClusterView, configured: int | None) -> int:
+    """The cluster-node-timeout a node goes back to after a fast join: the configured one, else the most
+    common value among nodes not lowered, else the project's default."""
+    if configured:
+        return configured
+    values = [n.node_timeout_ms for n in view if n.node_timeout_ms and n.node_timeout_ms != JOIN_NODE_TIMEOUT_MS]
+    if not values:
+        return PROJECT_NODE_TIMEOUT_MS
+    return max(sorted(set(values)), key=values.count)
+
+
+def _node_timeout_steps(view: ClusterView, layout: Layout, fast_join: bool, configured: int | None,
+                        targets: set[int]) -> tuple[list[SetNodeTimeout], list[SetNodeTimeout]]:
+    """(lower, restore). Lowered: empty primaries-to-be that do not serve yet. Restored: a lowered node
+    that serves, or no longer joins; a joining one that is about to receive slots (`targets`) waits until
+    it serves first. Any other lowered node stays so until it serves (the next observation restores it)."""
+    normal = normal_node_timeout(view, configured)
+    if normal <= JOIN_NODE_TIMEOUT_MS:
+        return [], []
+    primaries = set(layout.primaries)
+    lower: list[SetNodeTimeout] = []
+    restore: list[SetNodeTimeout] = []
+    for n in view:
+        waiting = n.cluster_state != "ok" and n.is_primary and n.ordinal in primaries and not n.keys
+        if n.node_timeout_ms == JOIN_NODE_TIMEOUT_MS:
+            if not waiting or n.ordinal in targets:
+                restore.append(SetNodeTimeout(ordinal=n.ordinal, node_id=n.node_id, timeout_ms=normal,
+                                              lower=False, await_ok=waiting))
+        elif fast_join and waiting and not n.slots and n.node_timeout_ms > JOIN_NODE_TIMEOUT_MS:
+            lower.append(SetNodeTimeout(ordinal=n.ordinal, node_id=n.node_id, timeout_ms=JOIN_NODE_TIMEOUT_MS,
+                                        lower=True))
+    return lower, restore
 
 
 def _version_text(v: tuple[int, int, int]) -> str:

@@ -38,7 +38,12 @@ ENV_FLAGS = {
     "VALKEY_PERSISTENCE": ("--persistence", "persistence"),
     "LOG_FORMAT": ("--log-format", "log_format"),
     "VALKEY_LOCK_FILE": ("--lock-file", "lock_file"),
+    "VALKEY_NODE_TIMEOUT_MS": ("--node-timeout-ms", "node_timeout_ms"),
+    "VALKEY_FAST_JOIN": ("--fast-join", "fast_join"),
 }
+SWITCH_VALUES = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
+# Valkey refuses a cluster-node-timeout below 1 ms; one day is beyond any sensible failure detector.
+MAX_NODE_TIMEOUT_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class Settings:
     explicit_nodes: bool = False
     lock_file: str | None = None  # the lock outside Kubernetes (lock.py picks the default path)
     if_idle: bool = False  # a scheduled run: exit 0 when another reconciler holds the lock
+    node_timeout_ms: int | None = None  # cluster-node-timeout to restore after a fast join (None: the nodes')
+    fast_join: bool = True  # lower cluster-node-timeout on empty primaries while they join
 
     @property
     def expected_pods(self) -> int:
@@ -99,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--log-format", help="json | console | auto (LOG_FORMAT, default: auto)")
     common.add_argument("--lock-file", help="lock file used outside Kubernetes so two reconcilers for the same "
                                             "nodes never act at once (VALKEY_LOCK_FILE)")
+    common.add_argument("--node-timeout-ms", help="the nodes' cluster-node-timeout, restored after a fast join "
+                                                  "(VALKEY_NODE_TIMEOUT_MS, default: what the other nodes run with)")
+    common.add_argument("--fast-join", help="on | off: lower cluster-node-timeout on new, empty primaries while "
+                                            "they join, so they serve after 0.5 s instead of up to 5 s; needs "
+                                            "CONFIG SET (VALKEY_FAST_JOIN, default: on)")
 
     parser = _Parser(prog="valkey-reconciler",
                      description="Forms, scales and checks a Valkey cluster. "
@@ -215,6 +227,16 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         raise ConfigError(f"VALKEY_PASSWORD is not set: export the password of user {user!r} in the "
                           "environment (it is never accepted as a flag)", setting="VALKEY_PASSWORD")
 
+    timeout_ms_raw, timeout_ms_name = pick("VALKEY_NODE_TIMEOUT_MS")
+    node_timeout_ms = (_int(timeout_ms_raw, timeout_ms_name, 1, MAX_NODE_TIMEOUT_MS)
+                       if timeout_ms_raw is not None else None)
+    fast_raw, fast_name = pick("VALKEY_FAST_JOIN")
+    fast_join = True
+    if fast_raw is not None:
+        if fast_raw.strip().lower() not in SWITCH_VALUES:
+            raise ConfigError(f"{fast_name} must be on or off, got {fast_raw!r}", setting=fast_name)
+        fast_join = SWITCH_VALUES[fast_raw.strip().lower()]
+
     hosts_file, hosts_name = pick("VALKEY_HOSTS_FILE")
     if hosts_file is not None and not os.path.isfile(hosts_file):
         raise ConfigError(f"{hosts_name} {hosts_file!r} does not exist or is not a file", setting=hosts_name)
@@ -271,4 +293,5 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         dry_run=bool(getattr(args, "dry_run", False)), json=bool(getattr(args, "json", False)),
         check=bool(getattr(args, "check", False)), explicit_nodes=bool(args.node),
         lock_file=pick("VALKEY_LOCK_FILE")[0], if_idle=bool(getattr(args, "if_idle", False)),
+        node_timeout_ms=node_timeout_ms, fast_join=fast_join,
     )

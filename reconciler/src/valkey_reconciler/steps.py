@@ -159,6 +159,37 @@ class SetConfigEpoch(Step):
 
 
 @dataclass(frozen=True)
+class SetNodeTimeout(Step):
+    """`CONFIG SET cluster-node-timeout` on one node, for a fast join.
+
+    Valkey keeps a primary at `cluster_state:fail` for min(cluster-node-timeout, 5 s) (at least 0.5 s) after
+    it last saw itself in a minority, and an empty primary that knows no slot owner yet always does: every
+    new or fresh primary waits that long before it may serve. Lowered on such a node while it joins; put
+    back (`lower` false) once it reports ok — with `await_ok`, waiting for that first — before it owns a slot.
+    """
+
+    kind: ClassVar[str] = "set_node_timeout"
+    ordinal: int
+    node_id: str
+    timeout_ms: int
+    lower: bool
+    await_ok: bool = False
+
+    def describe(self) -> str:
+        if self.lower:
+            return (f"lower cluster-node-timeout on {_node(self.ordinal, self.node_id)} to {self.timeout_ms} ms "
+                    "while it joins (shortens Valkey's rejoin delay)")
+        when = "once it reports cluster_state ok" if self.await_ok else "(it reports cluster_state ok)"
+        return f"restore cluster-node-timeout on {_node(self.ordinal, self.node_id)} to {self.timeout_ms} ms {when}"
+
+    def node_ids(self) -> tuple[str, ...]:
+        return (self.node_id,)
+
+    def ordinals(self) -> tuple[int, ...]:
+        return (self.ordinal,)
+
+
+@dataclass(frozen=True)
 class Meet(Step):
     """Introduce the node at its current IP to the node at `via_ordinal`, in both directions; verify membership."""
 

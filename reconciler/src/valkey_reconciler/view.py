@@ -230,6 +230,7 @@ class NodeState:
     maxmemory: int = 0
     placement: Placement | None = None
     port: int = 6379
+    node_timeout_ms: int = 0  # cluster-node-timeout as running (CONFIG GET); 0 = not read
 
     @property
     def is_primary(self) -> bool:
