@@ -28,7 +28,7 @@ def test_fast_join_lowers_the_primaries_timeout_while_they_join_and_puts_it_back
     nodes = node_set(6, engine=engine, persistence="", overrides=FAST_OVERRIDES)
     run = reconcile(nodes, 3, 1)
     assert run.code == 0, run.stderr
-    # Lowered on the three primaries before they met anyone, restored once each reported ok.
+    # Lowered on the three primaries before they met anyone, restored once the cluster served and agreed.
     assert sorted(fast_join_steps(run)) == [(0, False), (0, True), (1, False), (1, True), (2, False), (2, True)]
     assert node_timeouts(nodes) == {o: 2000 for o in range(6)}
     assert wait_healthy(nodes, 3, 1) == []

@@ -2,10 +2,12 @@
 
 import dataclasses
 
-from planner_sim import built, converge, fresh_node, grow
+from planner_sim import apply, built, converge, fresh_node, grow
 from valkey_reconciler.layout import layout
-from valkey_reconciler.plan import JOIN_NODE_TIMEOUT_MS, PROJECT_NODE_TIMEOUT_MS, normal_node_timeout, plan
-from valkey_reconciler.steps import MigrateSlots, SetNodeTimeout
+from valkey_reconciler.plan import (
+    JOIN_NODE_TIMEOUT_MS, JOIN_PING_BUDGET_PER_S, PROJECT_NODE_TIMEOUT_MS, join_node_timeout, normal_node_timeout, plan,
+)
+from valkey_reconciler.steps import Meet, MigrateSlots, SetNodeTimeout
 from valkey_reconciler.view import ClusterView
 
 NORMAL = 5000
@@ -26,44 +28,71 @@ def fresh(count: int) -> ClusterView:
     return ClusterView(tuple(fresh_node(o, node_timeout_ms=NORMAL) for o in range(count)))
 
 
+def not_serving(view: ClusterView, ordinals) -> ClusterView:
+    """The view with `ordinals` empty (the simulator counts a key per slot) and still at cluster_state fail
+    (Valkey's rejoin delay)."""
+    return ClusterView(tuple(dataclasses.replace(n, cluster_state="fail", keys=0) if n.ordinal in ordinals else n
+                             for n in view))
+
+
 class TestLowering:
-    def test_formation_lowers_only_the_primaries_first(self):
+    def test_formation_lowers_only_the_primaries_and_first(self):
         view = fresh(6)
         steps = plan(view, layout(view, 3, 1), fast_join=True)
         assert timeout_steps(steps[:3]) == [(o, JOIN_NODE_TIMEOUT_MS, "lower", False) for o in range(3)]
         assert timeout_steps(steps[3:]) == []
 
-    def test_growth_lowers_the_new_primaries_and_restores_them_before_their_slots(self):
-        view = with_timeouts(grow(built(3, 0), 3))
-        steps = plan(view, layout(view, 6, 0), fast_join=True)
+    def test_a_large_formation_stays_within_the_ping_budget(self):
+        view = fresh(100)
+        steps = plan(view, layout(view, 50, 1), fast_join=True)
+        lowered = {t for _, t, kind, _ in timeout_steps(steps) if kind == "lower"}
+        assert lowered == {join_node_timeout(50, 100, NORMAL)}
+        assert 2000 * 50 * 99 / lowered.pop() <= JOIN_PING_BUDGET_PER_S
+        assert join_node_timeout(3, 6, NORMAL) == JOIN_NODE_TIMEOUT_MS
+        assert join_node_timeout(500, 1000, NORMAL) == NORMAL  # no lowering at all: the budget cannot allow it
+        assert timeout_steps(plan(fresh(1000), layout(fresh(1000), 500, 1), fast_join=True)) == []
+
+    def test_growth_lowers_the_met_new_primaries_and_restores_them_before_their_slots(self):
+        grown = with_timeouts(grow(built(3, 0), 3))
+        steps = plan(grown, layout(grown, 6, 0), fast_join=True)
+        kinds = [type(s).__name__ for s in steps]
+        # Met first, then lowered right before the migrations onto them.
         assert timeout_steps(steps) == [(o, JOIN_NODE_TIMEOUT_MS, "lower", False) for o in (3, 4, 5)]
-        lowered = with_timeouts(view, o3=JOIN_NODE_TIMEOUT_MS, o4=JOIN_NODE_TIMEOUT_MS, o5=JOIN_NODE_TIMEOUT_MS)
-        # The new nodes are not serving yet (cluster_state fail): they go back, after waiting for ok,
-        # right before the first migration onto them.
-        lowered = ClusterView(tuple(dataclasses.replace(n, cluster_state="fail") if n.ordinal >= 3 else n
-                                    for n in lowered))
+        assert max(i for i, k in enumerate(kinds) if k == "Meet") < kinds.index("SetNodeTimeout")
+        met = met_new_primaries(grown)
+        lowered = with_timeouts(met, o3=JOIN_NODE_TIMEOUT_MS, o4=JOIN_NODE_TIMEOUT_MS, o5=JOIN_NODE_TIMEOUT_MS)
+        lowered = not_serving(lowered, (3, 4, 5))
         steps = plan(lowered, layout(lowered, 6, 0), fast_join=True)
         kinds = [type(s).__name__ for s in steps]
-        first_migration = kinds.index("MigrateSlots")
+        # They go back, after waiting for ok, right before the first migration onto them.
         assert timeout_steps(steps) == [(o, NORMAL, "restore", True) for o in (3, 4, 5)]
-        assert max(i for i, k in enumerate(kinds) if k == "SetNodeTimeout") < first_migration
+        assert max(i for i, k in enumerate(kinds) if k == "SetNodeTimeout") < kinds.index("MigrateSlots")
 
     def test_without_fast_join_nothing_is_lowered(self):
         view = fresh(6)
         assert timeout_steps(plan(view, layout(view, 3, 1))) == []
 
-    def test_nodes_that_hold_slots_or_keys_are_never_lowered(self):
-        view = with_timeouts(built(3, 1))
-        failing = ClusterView(tuple(dataclasses.replace(n, cluster_state="fail") for n in view))
-        assert timeout_steps(plan(failing, layout(failing, 3, 1), fast_join=True)) == []
+    def test_primaries_that_own_slots_are_never_lowered(self):
+        # e.g. an established cluster whose nodes came back on new IPs: they must not vote each other failed
+        waiting = not_serving(with_timeouts(built(3, 1)), range(3))
+        assert timeout_steps(plan(waiting, layout(waiting, 3, 1), fast_join=True)) == []
 
-    def test_a_timeout_already_at_or_below_the_join_value_is_left_alone(self):
-        view = with_timeouts(fresh(3), 400)
+    def test_a_timeout_already_at_the_join_value_is_left_alone(self):
+        view = with_timeouts(fresh(3), JOIN_NODE_TIMEOUT_MS)
         assert timeout_steps(plan(view, layout(view, 3, 0), fast_join=True)) == []
 
     def test_unknown_timeouts_are_not_touched(self):
         view = ClusterView(tuple(fresh_node(o) for o in range(3)))  # CONFIG GET refused: 0
         assert timeout_steps(plan(view, layout(view, 3, 0), fast_join=True)) == []
+
+
+def met_new_primaries(view: ClusterView) -> ClusterView:
+    """`view` after the planner's meets only: the new pods are members, own nothing, and do not serve yet."""
+    while True:
+        steps = plan(view, layout(view, 6, 0))
+        if not isinstance(steps[0], Meet):
+            return not_serving(view, (3, 4, 5))
+        view = apply(view, steps[0])
 
 
 class TestRestoring:
@@ -82,21 +111,22 @@ class TestRestoring:
         view = with_timeouts(built(3, 1), o4=JOIN_NODE_TIMEOUT_MS)
         assert timeout_steps(plan(view, layout(view, 3, 1))) == [(4, NORMAL, "restore", False)]
 
-    def test_the_restore_value_is_the_setting_then_the_other_nodes_then_the_project_default(self):
+    def test_the_restore_value_is_the_setting_then_the_highest_running_then_the_project_default(self):
         view = with_timeouts(built(3, 0), 15000, o0=JOIN_NODE_TIMEOUT_MS)
         assert normal_node_timeout(view, 7000) == 7000
         assert normal_node_timeout(view, None) == 15000
-        alone = with_timeouts(fresh(1), JOIN_NODE_TIMEOUT_MS)
-        assert normal_node_timeout(alone, None) == PROJECT_NODE_TIMEOUT_MS
+        unknown = ClusterView(tuple(fresh_node(o) for o in range(3)))
+        assert normal_node_timeout(unknown, None) == PROJECT_NODE_TIMEOUT_MS
 
 
 class TestConvergence:
     def test_formation_and_growth_converge_with_every_timeout_restored(self):
-        view, done = converge(fresh(6), 3, 1, fast_join=True)
+        # The simulator's nodes serve as soon as they see every slot, so nothing is ever lowered; a node left
+        # lowered by an interrupted run is restored on the way, and no slot moves onto it while lowered.
+        view, _ = converge(with_timeouts(fresh(6), o0=JOIN_NODE_TIMEOUT_MS), 3, 1, fast_join=True)
         assert {n.node_timeout_ms for n in view} == {NORMAL}
-        assert any(isinstance(s, SetNodeTimeout) and s.lower for s in done)
         grown = ClusterView(view.nodes + tuple(fresh_node(o, node_timeout_ms=NORMAL) for o in range(6, 10)))
-        # The simulator refuses a migration onto a node whose timeout is still lowered.
+        grown = with_timeouts(grown, o6=JOIN_NODE_TIMEOUT_MS)
         final, done = converge(grown, 5, 1, fast_join=True)
         assert {n.node_timeout_ms for n in final} == {NORMAL}
         assert any(isinstance(s, MigrateSlots) for s in done)

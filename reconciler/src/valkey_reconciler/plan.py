@@ -53,8 +53,12 @@ SOFT_RESET_NEW_SHARD_MIN_VERSION = (9, 0, 0)
 # Fast join: cluster-node-timeout while an empty primary joins. Valkey's rejoin delay is this value clamped
 # to 0.5-5 s, so 500 ms is the shortest wait Valkey allows (see SetNodeTimeout).
 JOIN_NODE_TIMEOUT_MS = 500
+# A node pings every peer each cluster-node-timeout/2: the lowered nodes together may add at most this many
+# pings per second (50 forming primaries of a 100-pod cluster at 500 ms would send ~20,000 and slow every
+# node down; they get ~2.5 s instead).
+JOIN_PING_BUDGET_PER_S = 4000
 # The project's valkey.conf value: what a lowered node goes back to when neither the settings nor any
-# other node tell (a reconciler stopped mid-join on a one-node cluster).
+# other node tell.
 PROJECT_NODE_TIMEOUT_MS = 5000
 
 
@@ -92,7 +96,11 @@ def plan(view: ClusterView, layout: Layout, *, persistence: str | None = None, f
     slot_steps = _slot_steps(view, layout)
     targets = {t.target_ordinal for t in slot_steps if isinstance(t, MigrateSlots)}
     lower, restore = _node_timeout_steps(view, layout, fast_join, node_timeout_ms, targets)
-    steps: list[Step] = list(lower)
+    # A forming cluster's primaries are lowered first (their rejoin delay starts with their first slot); a new
+    # primary right before slots move onto it; lowered nodes that need not wait go back last, in one batch.
+    before_slots = [t for t in lower + restore if t.ordinal in targets]
+    steps: list[Step] = [t for t in lower if t.ordinal not in targets]
+    last = [t for t in restore if t.ordinal not in targets]
     steps += forgets
     steps += intros
     for ordinal in layout.promote:
@@ -106,45 +114,55 @@ def plan(view: ClusterView, layout: Layout, *, persistence: str | None = None, f
             steps.append(_meet(n, via))
     # A lowered node goes back before it owns a slot: a primary with slots and a short timeout votes
     # other primaries failed after half a second of silence.
-    steps += restore
+    steps += before_slots
     steps += slot_steps
     steps += _replica_steps(view, layout)
+    steps += last
     _refuse_mixed_versions(view, steps)
     return tuple(steps)
 
 
 def normal_node_timeout(view: ClusterView, configured: int | None) -> int:
-    """The cluster-node-timeout a node goes back to after a fast join: the configured one, else the most
-    common value among nodes not lowered, else the project's default."""
+    """The cluster-node-timeout every node runs with, and a fast join restores: the configured one, else the
+    highest any node runs with (a lowered node is always below it), else the project's default."""
     if configured:
         return configured
-    values = [n.node_timeout_ms for n in view if n.node_timeout_ms and n.node_timeout_ms != JOIN_NODE_TIMEOUT_MS]
-    if not values:
-        return PROJECT_NODE_TIMEOUT_MS
-    return max(sorted(set(values)), key=values.count)
+    return max((n.node_timeout_ms for n in view if n.node_timeout_ms), default=PROJECT_NODE_TIMEOUT_MS)
+
+
+def join_node_timeout(lowered: int, pods: int, normal: int) -> int:
+    """The timeout `lowered` joining primaries of a `pods`-pod cluster run with: as low as Valkey allows,
+    within the ping budget, never above `normal`."""
+    needed = -(-2000 * lowered * max(pods - 1, 1) // JOIN_PING_BUDGET_PER_S)
+    return min(normal, max(JOIN_NODE_TIMEOUT_MS, needed))
 
 
 def _node_timeout_steps(view: ClusterView, layout: Layout, fast_join: bool, configured: int | None,
                         targets: set[int]) -> tuple[list[SetNodeTimeout], list[SetNodeTimeout]]:
-    """(lower, restore). Lowered: empty primaries-to-be that do not serve yet. Restored: a lowered node
-    that serves, or no longer joins; a joining one that is about to receive slots (`targets`) waits until
-    it serves first. Any other lowered node stays so until it serves (the next observation restores it)."""
+    """(lower, restore). Lowered: empty primaries-to-be that do not serve yet. Restored (a node below the
+    normal timeout): one about to receive slots (`targets`), once it serves; one that is no primary-to-be;
+    every other one once the whole cluster serves and agrees."""
     normal = normal_node_timeout(view, configured)
-    if normal <= JOIN_NODE_TIMEOUT_MS:
-        return [], []
     primaries = set(layout.primaries)
-    lower: list[SetNodeTimeout] = []
+    lower: list[NodeState] = []
     restore: list[SetNodeTimeout] = []
+    already = 0
+    # Lowered nodes also gossip faster: the others go back once the whole cluster serves and agrees.
+    settled = all(n.cluster_state == "ok" for n in view) and view.agrees()
     for n in view:
         waiting = n.cluster_state != "ok" and n.is_primary and n.ordinal in primaries and not n.keys
-        if n.node_timeout_ms == JOIN_NODE_TIMEOUT_MS:
-            if not waiting or n.ordinal in targets:
+        if 0 < n.node_timeout_ms < normal:
+            if n.ordinal in targets or settled or not (waiting or n.is_primary and n.ordinal in primaries):
                 restore.append(SetNodeTimeout(ordinal=n.ordinal, node_id=n.node_id, timeout_ms=normal,
                                               lower=False, await_ok=waiting))
-        elif fast_join and waiting and not n.slots and n.node_timeout_ms > JOIN_NODE_TIMEOUT_MS:
-            lower.append(SetNodeTimeout(ordinal=n.ordinal, node_id=n.node_id, timeout_ms=JOIN_NODE_TIMEOUT_MS,
-                                        lower=True))
-    return lower, restore
+            else:
+                already += 1
+        elif fast_join and waiting and not n.slots and n.node_timeout_ms:
+            lower.append(n)
+    join = join_node_timeout(len(lower) + already, len(view), normal)
+    if join >= normal:
+        return [], restore
+    return [SetNodeTimeout(ordinal=n.ordinal, node_id=n.node_id, timeout_ms=join, lower=True) for n in lower], restore
 
 
 def _version_text(v: tuple[int, int, int]) -> str:
