@@ -37,7 +37,8 @@ def test_growing_under_load_keeps_every_acknowledged_write_and_balances_slots(no
     assert wait_healthy(nodes, *after) == []
     assert read_back(nodes, model) == []
     assert read_back(nodes, writer.model) == []
-    # valkey-py's ASK-to-unknown-node failure (see helpers.Writer) happens only with the 8.x legacy
-    # engine; the failed writes were never executed.
-    assert engine == "8" or writer.unknown_node_asks == []
+    # valkey-py fails an ASK to a node it has not discovered (see helpers.Writer; 8.x legacy engine only).
+    # The legacy engine opens slots toward a new primary one at a time at first, so the client meets it by
+    # a MOVED first: no such failure either (with one batch of 256 slots at once, every 8.x run had one).
+    assert writer.unknown_node_asks == []
     assert unexecuted_writes_absent(nodes, writer) == []

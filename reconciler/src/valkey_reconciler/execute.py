@@ -218,9 +218,12 @@ class Executor:
     def _meet(self, batch: list[Meet], view: ClusterView) -> None:
         def apply(step: Meet) -> None:
             via = view.by_ordinal(step.via_ordinal)
-            # MEET takes IPs only; meet both ways so neither side keeps advertising a stale address.
+            # MEET takes IPs only. A fresh node is met from one side: when it also MEETs back, the anchor
+            # holds two handshakes per node and a 100-node formation stalls for seconds. A known node at
+            # a new IP is met both ways so neither side keeps advertising a stale address.
             self.node(step.via_ordinal).cmd("CLUSTER", "MEET", step.ip, step.port)
-            self.node(step.ordinal).cmd("CLUSTER", "MEET", via.ip, via.port)
+            if not view.by_ordinal(step.ordinal).is_alone:
+                self.node(step.ordinal).cmd("CLUSTER", "MEET", via.ip, via.port)
 
         parallel_steps(batch, apply)
         pairs = [(s.ordinal, s.via_ordinal) for s in batch]
@@ -287,8 +290,9 @@ class Executor:
             if engine == "atomic":
                 jobs.append(lambda m=move: migrate.migrate_atomic(m, self.timeout, self.log))
             else:
-                jobs.append(lambda m=move: migrate.migrate_legacy(m, self._others(view, m), self.user,
-                                                                  self._password, self.timeout, self.log))
+                jobs.append(lambda m=move, owned=target.slot_count: migrate.migrate_legacy(
+                    m, self._others(view, m), self.user, self._password, self.timeout, self.log,
+                    target_slots=owned))
         try:
             migrate.run_concurrently(jobs)
         except migrate.JobInFlight as exc:
@@ -329,8 +333,9 @@ class Executor:
                 move.target.cmd("CLUSTER", "SETSLOT", slot, "IMPORTING", move.source_id)
             if slot not in open_on_source:
                 move.source.cmd("CLUSTER", "SETSLOT", slot, "MIGRATING", move.target_id)
+        target = view.by_ordinal(first.importing_ordinal)
         migrate.migrate_legacy(move, self._others(view, move), self.user, self._password, self.timeout, self.log,
-                               open_slots=slots)
+                               open_slots=slots, target_slots=target.slot_count if target else 0)
         self._wait_owners(view, {move.target_id: tuple(SlotRange(s, s) for s in slots)},
                           "every node to see the closed slots on their new owner")
 

@@ -19,6 +19,8 @@ ATOMIC_POLL_S = 0.02
 PROGRESS_INTERVAL_S = 2.0
 # Legacy engine: slots handled per pipelined round, keys fetched per slot per GETKEYSINSLOT.
 LEGACY_SLOT_BATCH = 256
+# A legacy batch opens at most 1/LEGACY_OPEN_SHARE as many slots as the target already owns (at least one).
+LEGACY_OPEN_SHARE = 4
 LEGACY_KEY_BATCH = 1000
 SETSLOT_CONNECTIONS = 8
 MB = 1024 * 1024
@@ -276,12 +278,25 @@ def _settle_slots(move: Move, other_primaries: Sequence[Node], slots: Sequence[i
                       for n in (move.source, *other_primaries)])
 
 
+def legacy_batch_size(owned: int) -> int:
+    """How many slots to open at once toward a target that owns `owned` slots.
+
+    While a slot is open its source answers ASK for every key it does not hold, pointing at the target. A
+    client that has not discovered the target yet (it owns no slot in the client's last topology) cannot
+    follow that: valkey-py 6.2 fails the command (AttributeError, nothing sent). Clients discover a new
+    primary from a MOVED for a slot it owns, so a new target first gets slots one at a time and the batches
+    grow with what it owns: a client's first contact with it is then far likelier a MOVED than an ASK.
+    """
+    return max(1, min(LEGACY_SLOT_BATCH, owned // LEGACY_OPEN_SHARE))
+
+
 def migrate_legacy(move: Move, other_primaries: Sequence[Node], user: str, password: str,
-                   timeout: float, log: Any, open_slots: Sequence[int] = ()) -> int:
-    """Move `move.ranges` slot by slot, pipelined across LEGACY_SLOT_BATCH slots per round.
+                   timeout: float, log: Any, open_slots: Sequence[int] = (), target_slots: int = 0) -> int:
+    """Move `move.ranges` in rounds of slots (see legacy_batch_size; at most LEGACY_SLOT_BATCH), pipelined.
 
     `open_slots` are slots already IMPORTING on the target and MIGRATING on the source (an interrupted
-    migration being finished): the SETSLOT IMPORTING/MIGRATING round is skipped for them.
+    migration being finished): the SETSLOT IMPORTING/MIGRATING round is skipped for them. `target_slots`
+    is how many slots the target owned before.
     """
     deadline = time.monotonic() + timeout
     progress = Progress(log, move, "legacy", bytes_per_key(move.source))
@@ -289,8 +304,11 @@ def migrate_legacy(move: Move, other_primaries: Sequence[Node], user: str, passw
     already_open = set(open_slots)
     try:
         slots = slot_list(move.ranges)
-        for i in range(0, len(slots), LEGACY_SLOT_BATCH):
-            batch = slots[i:i + LEGACY_SLOT_BATCH]
+        i = 0
+        while i < len(slots):
+            size = len(already_open) if i == 0 and already_open else legacy_batch_size(target_slots + i)
+            batch = slots[i:i + size]
+            i += len(batch)
             fresh = [s for s in batch if s not in already_open]
             if fresh:
                 # IMPORTING on the target before MIGRATING on the source: an ASK must find it open.
