@@ -72,14 +72,21 @@ def placements(settings: Any, log: Any) -> list[Placement | None]:
     except Exception as exc:  # no service account token mounted: placement stays unknown
         log.warning("placement_unavailable", reason=str(exc))
         return [None] * count
+    return read_placements(core, settings.cluster_name, settings.namespace, count, log)
+
+
+def read_placements(core: Any, cluster_name: str, namespace: str, count: int, log: Any) -> list[Placement | None]:
+    """Placement per ordinal read through `core` (a kubernetes CoreV1Api), or None where it cannot be read.
+
+    Each Kubernetes node is read once, however many pods it runs."""
     zones: dict[str, str | None] = {}
     out: list[Placement | None] = []
     for ordinal in range(count):
         try:
-            pod = core.read_namespaced_pod(pod_name(settings.cluster_name, ordinal), settings.namespace,
+            pod = core.read_namespaced_pod(pod_name(cluster_name, ordinal), namespace,
                                            _request_timeout=API_TIMEOUT_S)
-            node_name = pod.spec.node_name
-        except Exception as exc:  # a pod not scheduled yet, or no RBAC to read pods
+            node_name = pod.spec.node_name  # unset until the scheduler binds the pod
+        except Exception as exc:  # a pod not created yet, or no RBAC to read pods
             log.warning("placement_unavailable", ordinal=ordinal, reason=str(exc).splitlines()[0])
             out.append(None)
             continue
