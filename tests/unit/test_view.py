@@ -7,6 +7,7 @@ import pytest
 from planner_sim import built, fresh_view
 from valkey_reconciler.view import (
     ALL_SLOTS,
+    FAILED,
     EXPORT,
     IMPORT,
     TOTAL_SLOTS,
@@ -84,3 +85,17 @@ def test_view_rejects_duplicate_ordinals_or_ids():
     n = fresh_view(1).nodes[0]
     with pytest.raises(ValueError):
         ClusterView((n, n))
+
+
+def test_disagreement_names_the_node_and_what_it_sees_differently():
+    view = built(3, 0)
+    assert view.agrees() and view.disagreement() is None
+    first = view.by_ordinal(0)
+    other = view.by_ordinal(1)
+    failed = tuple(dataclasses.replace(p, health=FAILED) if p.node_id == other.node_id else p
+                   for p in first.known_nodes)
+    stale = ClusterView(tuple(dataclasses.replace(n, known_nodes=failed) if n.ordinal == 0 else n for n in view))
+    assert stale.disagreement() == f"{first.label()} marks {other.label()} failed"
+    blind = ClusterView(tuple(dataclasses.replace(n, known_nodes=tuple(p for p in failed if p.health != FAILED))
+                              if n.ordinal == 0 else n for n in view))
+    assert blind.disagreement() == f"{first.label()} does not know {other.label()} yet"

@@ -34,7 +34,7 @@ def _settled(view: ClusterView) -> str | None:
     if bad:
         return "cluster_state is not ok on " + ", ".join(bad)
     if not view.agrees():
-        return "the nodes do not yet agree on the slot map and roles"
+        return f"the nodes do not yet agree on the slot map and roles: {view.disagreement()}"
     return None
 
 

@@ -392,6 +392,30 @@ class ClusterView:
         claimed = self.claimed_topology()
         return all(self.topology_seen_by(n) == claimed for n in self.nodes)
 
+    def disagreement(self) -> str | None:
+        """The first node whose view differs from what the nodes claim, and how; None when they agree."""
+        claimed = self.claimed_topology()
+        names = {n.node_id: n.label() for n in self.nodes}
+        for n in self.nodes:
+            seen = self.topology_seen_by(n)
+            if seen == claimed:
+                continue
+            for node_id, role, slots in sorted(claimed - seen):
+                other = next((p for p in n.known_nodes if p.node_id == node_id), None)
+                who = names.get(node_id, short_id(node_id))
+                if other is None:
+                    return f"{n.label()} does not know {who} yet"
+                if other.health == FAILED:
+                    return f"{n.label()} marks {who} failed"
+                if other.role != role:
+                    return f"{n.label()} sees {who} as {other.role}, it is a {role}"
+                return (f"{n.label()} sees {who} with slots {format_ranges(other.slots) or 'none'}, "
+                        f"it claims {format_ranges(slots) or 'none'}")
+            extra = sorted(seen - claimed)
+            if extra:
+                return f"{n.label()} still lists {names.get(extra[0][0], short_id(extra[0][0]))} as it was"
+        return None
+
     def fully_covered(self) -> bool:
         return count_slots(self.owned_ranges()) == TOTAL_SLOTS
 
