@@ -96,8 +96,8 @@ def plan(view: ClusterView, layout: Layout, *, persistence: str | None = None, f
     slot_steps = _slot_steps(view, layout)
     targets = {t.target_ordinal for t in slot_steps if isinstance(t, MigrateSlots)}
     lower, restore = _node_timeout_steps(view, layout, fast_join, node_timeout_ms, targets)
-    # A forming cluster's primaries are lowered first (their rejoin delay starts with their first slot); a new
-    # primary right before slots move onto it; lowered nodes that need not wait go back last, in one batch.
+    # A forming cluster's primaries are lowered first; a new primary right before slots move onto it;
+    # lowered nodes that serve go back last, in one batch.
     before_slots = [t for t in lower + restore if t.ordinal in targets]
     steps: list[Step] = [t for t in lower if t.ordinal not in targets]
     last = [t for t in restore if t.ordinal not in targets]
@@ -139,26 +139,31 @@ def join_node_timeout(lowered: int, pods: int, normal: int) -> int:
 
 def _node_timeout_steps(view: ClusterView, layout: Layout, fast_join: bool, configured: int | None,
                         targets: set[int]) -> tuple[list[SetNodeTimeout], list[SetNodeTimeout]]:
-    """(lower, restore). Lowered: empty primaries-to-be that do not serve yet. Restored (a node below the
-    normal timeout): one about to receive slots (`targets`), once it serves; one that is no primary-to-be;
-    every other one once the whole cluster serves and agrees."""
+    """(lower, restore). Lowered: primaries-to-be that own no slot, hold no key and do not serve yet (see
+    below). Restored, when below the normal timeout: a node that serves or is no joining primary (at the
+    end of the plan), and a joining one about to receive slots (`targets`) once it serves (before them)."""
     normal = normal_node_timeout(view, configured)
     primaries = set(layout.primaries)
     lower: list[NodeState] = []
     restore: list[SetNodeTimeout] = []
     already = 0
-    # Lowered nodes also gossip faster: the others go back once the whole cluster serves and agrees.
-    settled = all(n.cluster_state == "ok" for n in view) and view.agrees()
+    cluster_has_slots = any(n.slots for n in view)
     for n in view:
         waiting = n.cluster_state != "ok" and n.is_primary and n.ordinal in primaries and not n.keys
         if 0 < n.node_timeout_ms < normal:
-            if n.ordinal in targets or settled or not (waiting or n.is_primary and n.ordinal in primaries):
+            # Back as soon as it serves: primaries with slots and a short timeout vote each other failed
+            # after one busy moment, and with every primary of a forming cluster still lowered while gossip
+            # spread, formations on a loaded machine stalled for 40 s in failure flags.
+            if not waiting or n.ordinal in targets:
                 restore.append(SetNodeTimeout(ordinal=n.ordinal, node_id=n.node_id, timeout_ms=normal,
                                               lower=False, await_ok=waiting))
             else:
                 already += 1
-        elif fast_join and waiting and not n.slots and n.node_timeout_ms:
-            lower.append(n)
+        elif fast_join and waiting and n.node_timeout_ms and not n.slots:
+            # A forming cluster's primaries before they meet (their rejoin delay starts with their first
+            # slot); a new primary of a serving cluster once it is met, right before slots move onto it.
+            if n.is_alone and not cluster_has_slots or not n.is_alone and cluster_has_slots:
+                lower.append(n)
     join = join_node_timeout(len(lower) + already, len(view), normal)
     if join >= normal:
         return [], restore
