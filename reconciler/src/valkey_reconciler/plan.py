@@ -72,7 +72,7 @@ def plan(view: ClusterView, layout: Layout, *, persistence: str | None = None, f
     only with persistence off are the slots of a lost primary without replica given to its fresh pod
     (their data cannot come back); otherwise that is refused. With `fast_join`, empty primaries lower their
     cluster-node-timeout while they join (SetNodeTimeout); lowered nodes are always put back, to
-    `node_timeout_ms` or else to the value the other nodes run with."""
+    `node_timeout_ms` or else to the highest value a node runs with."""
     ghosts, unknown = _classify_foreign(view)
     _refuse_conflicts(view, contested_ok=True, handled={g.node_id for g in ghosts if g.replaced_by is not None or g.replicas})
     _refuse_unknown_members(view, unknown)
@@ -160,9 +160,9 @@ def _node_timeout_steps(view: ClusterView, layout: Layout, fast_join: bool, conf
             else:
                 already += 1
         elif fast_join and waiting and n.node_timeout_ms and not n.slots:
-            # A forming cluster's primaries before they meet (their rejoin delay starts with their first
+            # A forming cluster's primaries while still alone (their rejoin delay starts with their first
             # slot); a new primary of a serving cluster once it is met, right before slots move onto it.
-            if n.is_alone and not cluster_has_slots or not n.is_alone and cluster_has_slots:
+            if n.is_alone != cluster_has_slots:
                 lower.append(n)
     join = join_node_timeout(len(lower) + already, len(view), normal)
     if join >= normal:
