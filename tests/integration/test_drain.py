@@ -66,6 +66,7 @@ def test_scale_down_loses_no_acknowledged_write(node_set, tmp_path, engine, name
         wait_ops(writer, WRITER_MIN_OPS)
 
     assert writer.errors == [], writer.errors[:5]
+    assert writer.unknown_node_asks == []  # slots only move to surviving primaries, which the client knows
     assert read_back(nodes, loaded) == []
     assert read_back(nodes, writer.model) == []
     assert survivor_problems(nodes, m1, r1, doomed_ids) == []
