@@ -8,6 +8,7 @@ from planner_sim import built, fresh_view
 from valkey_reconciler.view import (
     ALL_SLOTS,
     FAILED,
+    PRIMARY,
     EXPORT,
     IMPORT,
     TOTAL_SLOTS,
@@ -99,3 +100,15 @@ def test_disagreement_names_the_node_and_what_it_sees_differently():
     blind = ClusterView(tuple(dataclasses.replace(n, known_nodes=tuple(p for p in failed if p.health != FAILED))
                               if n.ordinal == 0 else n for n in view))
     assert blind.disagreement() == f"{first.label()} does not know {other.label()} yet"
+
+
+def test_a_replica_role_still_spreading_leaves_the_slot_map_agreed():
+    view = built(3, 1)
+    replica = view.by_ordinal(3)
+    first = view.by_ordinal(0)
+    stale = tuple(dataclasses.replace(p, role=PRIMARY) if p.node_id == replica.node_id else p
+                  for p in first.known_nodes)
+    view = ClusterView(tuple(dataclasses.replace(n, known_nodes=stale) if n.ordinal == 0 else n for n in view))
+    assert not view.agrees()
+    assert view.disagreement() == f"{first.label()} sees {replica.label()} as primary, it is a replica"
+    assert view.agrees(roles=False) and view.disagreement(roles=False) is None

@@ -29,12 +29,17 @@ SETTLE_LOG_INTERVAL_S = 1.0
 
 
 def _settled(view: ClusterView) -> str | None:
-    """Why a view whose plan is empty is not yet a working cluster (gossip still spreading), or None."""
+    """Why a view whose plan is empty is not yet a working cluster (gossip still spreading), or None.
+
+    Every node must serve and agree on the slot map; each replica's link to its primary was checked when it
+    was attached. That every node has heard of every replica's role is not awaited: Valkey spreads a role
+    only in that node's own heartbeats (every cluster-node-timeout/2 per peer), which adds seconds to a
+    formation; until then a node only leaves that replica out of the replicas it lists to clients."""
     bad = [n.label() for n in view if n.cluster_state != "ok"]
     if bad:
         return "cluster_state is not ok on " + ", ".join(bad)
-    if not view.agrees():
-        return f"the nodes do not yet agree on the slot map and roles: {view.disagreement()}"
+    if not view.agrees(roles=False):
+        return f"the nodes do not yet agree on the slot map: {view.disagreement(roles=False)}"
     return None
 
 

@@ -375,29 +375,33 @@ class ClusterView:
                     out.setdefault(p.node_id, []).append(p)
         return {k: tuple(v) for k, v in sorted(out.items())}
 
-    def topology_seen_by(self, node: NodeState) -> frozenset:
-        """(node id, role, slots) of every non-failed node that `node` knows, itself included."""
+    def topology_seen_by(self, node: NodeState, roles: bool = True) -> frozenset:
+        """(node id, role, slots) of every non-failed node that `node` knows, itself included; with `roles`
+        false only the slot owners (the slot map clients are served)."""
         return frozenset(
-            (p.node_id, p.role, merge_ranges(p.slots)) for p in node.known_nodes if p.health != FAILED
+            (p.node_id, p.role, merge_ranges(p.slots)) for p in node.known_nodes
+            if p.health != FAILED and (roles or p.role == PRIMARY and p.slots)
         )
 
-    def claimed_topology(self) -> frozenset:
-        """(node id, role, slots) as each observed node claims for itself."""
-        return frozenset((n.node_id, n.role, merge_ranges(n.slots)) for n in self.nodes)
+    def claimed_topology(self, roles: bool = True) -> frozenset:
+        """(node id, role, slots) as each observed node claims for itself (`roles`: as topology_seen_by)."""
+        return frozenset((n.node_id, n.role, merge_ranges(n.slots)) for n in self.nodes
+                         if roles or n.is_primary and n.slots)
 
-    def agrees(self) -> bool:
-        """Every node reports the same slot → owner map and roles, matching what each node claims."""
+    def agrees(self, roles: bool = True) -> bool:
+        """Every node reports the same slot → owner map (and, with `roles`, every node's role), matching what
+        each node claims."""
         if not self.nodes:
             return True
-        claimed = self.claimed_topology()
-        return all(self.topology_seen_by(n) == claimed for n in self.nodes)
+        claimed = self.claimed_topology(roles)
+        return all(self.topology_seen_by(n, roles) == claimed for n in self.nodes)
 
-    def disagreement(self) -> str | None:
+    def disagreement(self, roles: bool = True) -> str | None:
         """The first node whose view differs from what the nodes claim, and how; None when they agree."""
-        claimed = self.claimed_topology()
+        claimed = self.claimed_topology(roles)
         names = {n.node_id: n.label() for n in self.nodes}
         for n in self.nodes:
-            seen = self.topology_seen_by(n)
+            seen = self.topology_seen_by(n, roles)
             if seen == claimed:
                 continue
             for node_id, role, slots in sorted(claimed - seen):
