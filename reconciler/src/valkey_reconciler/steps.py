@@ -165,7 +165,8 @@ class SetNodeTimeout(Step):
     Valkey keeps a primary at `cluster_state:fail` for min(cluster-node-timeout, 5 s) (at least 0.5 s) after
     it last saw itself in a minority, and an empty primary that knows no slot owner yet always does: every
     new or fresh primary waits that long before it may serve. Lowered on such a node while it joins; put
-    back (`lower` false) once it reports ok — with `await_ok`, waiting for that first — before it owns a slot.
+    back (`lower` false) as soon as it serves. With `await_ok` (a new primary about to receive slots) the
+    step first waits until it serves, then puts the timeout back before any slot moves onto it.
     """
 
     kind: ClassVar[str] = "set_node_timeout"
@@ -179,8 +180,8 @@ class SetNodeTimeout(Step):
         if self.lower:
             return (f"lower cluster-node-timeout on {_node(self.ordinal, self.node_id)} to {self.timeout_ms} ms "
                     "while it joins (shortens Valkey's rejoin delay)")
-        when = "once it reports cluster_state ok" if self.await_ok else "(it reports cluster_state ok)"
-        return f"restore cluster-node-timeout on {_node(self.ordinal, self.node_id)} to {self.timeout_ms} ms {when}"
+        when = " once it reports cluster_state ok" if self.await_ok else ""
+        return f"restore cluster-node-timeout on {_node(self.ordinal, self.node_id)} to {self.timeout_ms} ms{when}"
 
     def node_ids(self) -> tuple[str, ...]:
         return (self.node_id,)
@@ -191,7 +192,8 @@ class SetNodeTimeout(Step):
 
 @dataclass(frozen=True)
 class Meet(Step):
-    """Introduce the node at its current IP to the node at `via_ordinal`, in both directions; verify membership."""
+    """Introduce the node at its current IP to the node at `via_ordinal` (a node already in the cluster, at a
+    new IP, also the other way); verify membership."""
 
     kind: ClassVar[str] = "meet"
     ordinal: int
