@@ -120,10 +120,12 @@ class TestRestoring:
 
 class TestConvergence:
     def test_formation_and_growth_converge_with_every_timeout_restored(self):
-        # The simulator's nodes serve as soon as they see every slot, so nothing is ever lowered; a node left
-        # lowered by an interrupted run is restored on the way, and no slot moves onto it while lowered.
-        view, _ = converge(with_timeouts(fresh(6), o0=JOIN_NODE_TIMEOUT_MS), 3, 1, fast_join=True)
+        # Forming primaries are lowered and restored once they serve; a node an interrupted run left lowered
+        # (ordinal 6) is restored on the way, and the simulator refuses a slot move onto a lowered node.
+        view, done = converge(fresh(6), 3, 1, fast_join=True)
         assert {n.node_timeout_ms for n in view} == {NORMAL}
+        assert [(o, kind) for o, _, kind, _ in timeout_steps(done)] == \
+            [(0, "lower"), (1, "lower"), (2, "lower"), (0, "restore"), (1, "restore"), (2, "restore")]
         grown = ClusterView(view.nodes + tuple(fresh_node(o, node_timeout_ms=NORMAL) for o in range(6, 10)))
         grown = with_timeouts(grown, o6=JOIN_NODE_TIMEOUT_MS)
         final, done = converge(grown, 5, 1, fast_join=True)
