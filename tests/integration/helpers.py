@@ -82,6 +82,35 @@ def admin(node) -> valkey.Valkey:
     return node.client("admin")
 
 
+def replication(node) -> dict:
+    """INFO replication of one node, as admin."""
+    with admin(node) as c:
+        return c.info("replication")
+
+
+def replica_of(nodes, primary):
+    """The node replicating `primary`."""
+    return next(n for n in nodes.nodes if n is not primary and replication(n).get("master_host") == primary.ip)
+
+
+def write_confirmed(primary, count: int, last_slot: int, wait_timeout_ms: int) -> dict[str, str]:
+    """`count` keys (value = key) in slots 0..`last_slot` written to `primary` and confirmed by its replica
+    (WAIT 1): the durability a replica gives with persistence off."""
+    confirmed: dict[str, str] = {}
+    with admin(primary) as c:
+        pipe = c.pipeline(transaction=False)
+        i = 0
+        while len(confirmed) < count:
+            key = f"confirmed:{i}"
+            i += 1
+            if key_slot(key.encode()) <= last_slot:
+                pipe.set(key, key)
+                confirmed[key] = key
+        pipe.execute()
+        assert c.execute_command("WAIT", 1, wait_timeout_ms) >= 1
+    return confirmed
+
+
 def node_timeouts(nodes, count: int | None = None) -> dict[int, int]:
     """cluster-node-timeout (ms) as each of the first `count` nodes runs it."""
     out = {}

@@ -21,7 +21,10 @@ from .helpers import (
     load_keys,
     read_back,
     reconcile,
+    replica_of,
+    replication,
     wait_healthy,
+    write_confirmed,
 )
 
 KEYS = 5_000
@@ -66,22 +69,11 @@ def known_ids(node) -> set[str]:
         return {v["node_id"] for v in c.execute_command("CLUSTER NODES").values()}
 
 
-def role_of(node) -> dict:
-    with admin(node) as c:
-        return c.info("replication")
-
-
 def wait_for(condition, what: str, timeout: float = FAILOVER_TIMEOUT_S) -> None:
     end = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < end, f"timed out waiting for {what}"
         time.sleep(POLL_S)
-
-
-def replica_of(nodes, primary) -> int:
-    """Ordinal of the replica replicating `primary`."""
-    return next(n.ordinal for n in nodes.nodes if n is not primary
-                and role_of(n).get("master_host") == primary.ip)
 
 
 def test_pods_on_new_ips_one_then_all_at_once_heal_with_all_data(node_set, engine, tmp_path):
@@ -121,28 +113,16 @@ def test_persistence_off_primary_back_fresh_becomes_replica_of_its_promoted_repl
     load_keys(nodes, KEYS)
     primary = nodes.nodes[0]
     old_id = myid(primary)
-    replica = nodes.nodes[replica_of(nodes, primary)]
+    replica = replica_of(nodes, primary)
     # Writes to slots of ordinal 0 that its replica confirmed (WAIT 1) before the crash.
-    confirmed = {}
-    with admin(primary) as c:
-        pipe = c.pipeline(transaction=False)
-        i = 0
-        while len(confirmed) < CONFIRMED:
-            key = f"confirmed:{i}"
-            i += 1
-            if key_slot(key.encode()) > FIRST_SHARD_LAST_SLOT:
-                continue
-            pipe.set(key, key)
-            confirmed[key] = key
-        pipe.execute()
-        assert c.execute_command("WAIT", 1, WAIT_TIMEOUT_MS) >= 1
+    confirmed = write_confirmed(primary, CONFIRMED, FIRST_SHARD_LAST_SLOT, WAIT_TIMEOUT_MS)
 
     primary.kill()
     # The pod comes back once its replica has taken over. Measured on 8.1.8: a fresh node back at the same
     # IP within cluster-node-timeout is found by the replica's replication link, which full-syncs the empty
     # dataset and then wins the election (every write lost; a variant of field notes H1 that no reconciler
     # run can prevent: it happens before one starts). See the report/README on the restart delay.
-    wait_for(lambda: role_of(replica)["role"] == "master", "the replica to take over")
+    wait_for(lambda: replication(replica)["role"] == "master", "the replica to take over")
     primary.start()  # persistence off: the entrypoint deletes nodes.conf, the node returns fresh
     primary.wait_ready()
     assert myid(primary) != old_id
@@ -157,7 +137,7 @@ def test_persistence_off_primary_back_fresh_becomes_replica_of_its_promoted_repl
     assert any(s.startswith("make ordinal 0 ") and f"a replica of ordinal {replica.ordinal} " in s
                for s in started), started
     # The shard is ordinal 0 and its old replica again (a failback may have made ordinal 0 primary once more).
-    pair = {role_of(primary).get("master_host"), role_of(replica).get("master_host")}
+    pair = {replication(primary).get("master_host"), replication(replica).get("master_host")}
     assert pair in ({replica.ip, None}, {primary.ip, None}), pair
     for n in nodes.nodes:
         assert old_id not in known_ids(n), f"ordinal {n.ordinal} still knows the old id"
@@ -171,11 +151,11 @@ def test_killed_primary_fails_over_and_reconcile_restores_one_replica_per_primar
     model = load_keys(nodes, KEYS)
     primary = nodes.nodes[1]
     old_id = myid(primary)
-    replica = nodes.nodes[replica_of(nodes, primary)]
+    replica = replica_of(nodes, primary)
     with admin(primary) as c:
         assert c.execute_command("WAIT", 1, WAIT_TIMEOUT_MS) >= 1
     primary.kill()
-    wait_for(lambda: role_of(replica)["role"] == "master", "the replica to take over")
+    wait_for(lambda: replication(replica)["role"] == "master", "the replica to take over")
     primary.start()  # persistence on: same id, back as a replica of the new primary
     primary.wait_ready()
     assert myid(primary) == old_id

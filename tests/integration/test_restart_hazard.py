@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-from valkey.crc import key_slot
-
 from .drain_helpers import myid
-from .helpers import FAST_OVERRIDES, admin, load_keys, read_back, reconcile, wait_healthy
+from .helpers import (
+    FAST_OVERRIDES, admin, load_keys, read_back, reconcile, replica_of, replication, wait_healthy, write_confirmed,
+)
 
 MASTERS, REPLICAS = 3, 1
 KEYS = 3_000
@@ -23,11 +23,6 @@ WAIT_LOG = "persistence off and nodes.conf from an earlier run found: waiting 4 
 # Bound on the replica's promotion and on the restarted node answering (its delay included).
 TAKEOVER_TIMEOUT_S = 20
 POLL_S = 0.05
-
-
-def replication(node) -> dict:
-    with admin(node) as c:
-        return c.info("replication")
 
 
 def wait_for(condition, what: str, timeout: float = TAKEOVER_TIMEOUT_S):
@@ -55,20 +50,9 @@ def test_primary_restarted_at_once_does_not_wipe_its_replica(node_set, engine):
     model = load_keys(nodes, KEYS)
     primary = nodes.nodes[0]
     old_id = myid(primary)
-    replica = next(n for n in nodes.nodes if n is not primary and replication(n).get("master_host") == primary.ip)
+    replica = replica_of(nodes, primary)
 
-    confirmed = {}
-    with admin(primary) as c:
-        pipe = c.pipeline(transaction=False)
-        i = 0
-        while len(confirmed) < CONFIRMED:
-            key = f"confirmed:{i}"
-            i += 1
-            if key_slot(key.encode()) <= FIRST_SHARD_LAST_SLOT:
-                pipe.set(key, f"c{i}")
-                confirmed[key] = f"c{i}"
-        pipe.execute()
-        assert c.execute_command("WAIT", 1, WAIT_TIMEOUT_MS) >= 1
+    confirmed = write_confirmed(primary, CONFIRMED, FIRST_SHARD_LAST_SLOT, WAIT_TIMEOUT_MS)
     model.update(confirmed)
     with admin(replica) as c:
         keys_before = c.dbsize()
