@@ -170,8 +170,32 @@ def read_back(client: ValkeyCluster, model: dict[str, str]) -> list[str]:
     return wrong
 
 
+class Background:
+    """A `_run` loop on a daemon thread until `stop()`; the loop checks `self._stop`. `stop()` fails the test
+    when the thread does not end within `join_seconds`."""
+
+    join_seconds: float = WRITER_JOIN_SECONDS
+    what: str = "background thread"
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:  # pragma: no cover - every subclass overrides it
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(self.join_seconds)
+        assert not self._thread.is_alive(), f"the {self.what} did not stop"
+
+
 @dataclass
-class Writer:
+class Writer(Background):
     """Writes unique keys through ValkeyCluster (as `client`) and reads an earlier one back, all the
     time; records what was acknowledged and every error."""
 
@@ -179,12 +203,7 @@ class Writer:
     acked: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+    what = "writer thread"
 
     def _run(self) -> None:
         client = self.local.client()
@@ -213,8 +232,3 @@ class Writer:
         finally:
             client.close()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(WRITER_JOIN_SECONDS)
-            assert not self._thread.is_alive(), "the writer thread did not stop"

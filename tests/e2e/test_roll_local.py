@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import time
 from dataclasses import dataclass, field
 
 import pytest
 import valkey
 
-from local_helpers import FAST_VALUES, LOCAL, Local, Writer, preload, read_back, wait_all_gone
+from local_helpers import FAST_VALUES, LOCAL, Background, Local, Writer, preload, read_back, wait_all_gone
 
 TOTAL_SLOTS = 16384
 #: Keys loaded before the upgrade (enough that every restart reloads and resyncs real data).
@@ -76,19 +75,15 @@ def assert_primaries_home(local: Local) -> None:
 
 
 @dataclass
-class CoveragePoller:
+class CoveragePoller(Background):
     """Polls CLUSTER SHARDS on every running pod, all the time: each sample must show all 16384 slots in
     shards whose primary is online. A pod that does not answer (restarting) is skipped."""
 
     local: Local
     samples: int = 0
     gaps: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+    join_seconds = ADMIN_TIMEOUT_SECONDS * 20
+    what = "coverage poller"
 
     def _run(self) -> None:
         clients: dict[str, valkey.Valkey] = {}
@@ -113,12 +108,6 @@ class CoveragePoller:
             time.sleep(POLL_PAUSE_SECONDS)
         for client in clients.values():
             client.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(ADMIN_TIMEOUT_SECONDS * 20)
-            assert not self._thread.is_alive(), "the coverage poller did not stop"
 
 
 def k8s_events(local: Local, since: int) -> list[dict]:
