@@ -96,7 +96,9 @@ def rebuild(nodes: list[NodeState], members: set[str], ghosts: dict[str, Peer]) 
     by_id = {n.node_id: n for n in nodes}
     fixed = []
     for n in nodes:
-        if n.is_primary and n.slots:
+        # Clients write only to a primary that serves: a member, or a lone node holding every slot (1×0).
+        # A lone primary that claimed part of the slots (a formation cut short) has no key.
+        if n.is_primary and n.slots and (n.node_id in members or n.slot_count == TOTAL_SLOTS):
             n = dataclasses.replace(n, keys=n.slot_count)
         fixed.append(n)
     by_id = {n.node_id: n for n in fixed}

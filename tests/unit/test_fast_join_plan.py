@@ -36,11 +36,11 @@ def not_serving(view: ClusterView, ordinals) -> ClusterView:
 
 
 class TestLowering:
-    def test_formation_lowers_only_the_primaries_and_first(self):
+    def test_formation_lowers_only_the_primaries_first_and_restores_them_last_once_they_serve(self):
         view = fresh(6)
         steps = plan(view, layout(view, 3, 1), fast_join=True)
         assert timeout_steps(steps[:3]) == [(o, JOIN_NODE_TIMEOUT_MS, "lower", False) for o in range(3)]
-        assert timeout_steps(steps[3:]) == []
+        assert timeout_steps(steps[3:]) == timeout_steps(steps[-3:]) == [(o, NORMAL, "restore", True) for o in range(3)]
 
     def test_a_large_formation_stays_within_the_ping_budget(self):
         view = fresh(100)
@@ -100,11 +100,11 @@ class TestRestoring:
         assert view.by_ordinal(1).cluster_state == "ok"
         assert timeout_steps(plan(view, layout(view, 3, 0))) == [(1, NORMAL, "restore", False)]
 
-    def test_a_lowered_node_still_joining_and_not_receiving_slots_is_left_to_finish(self):
+    def test_a_lowered_node_still_joining_and_not_receiving_slots_goes_back_last_once_it_serves(self):
         view = fresh(3)
         view = with_timeouts(view, o0=JOIN_NODE_TIMEOUT_MS)
         steps = plan(view, layout(view, 1, 2), fast_join=True)
-        assert [s for s in timeout_steps(steps) if s[0] == 0] == []
+        assert timeout_steps(steps) == timeout_steps(steps[-1:]) == [(0, NORMAL, "restore", True)]
 
     def test_a_lowered_node_that_became_a_replica_goes_back(self):
         view = with_timeouts(built(3, 1), o4=JOIN_NODE_TIMEOUT_MS)

@@ -76,12 +76,13 @@ def test_random_partial_orders_of_independent_migrations_converge():
     steps = plan(view, target)
     migrations = [s for s in steps if isinstance(s, MigrateSlots)]
     rng = random.Random(SEED)
+    last_meet = max(i for i, s in enumerate(steps) if s.kind == "meet")
     for _ in range(5):
         state = view
-        for s in steps:
+        for i, s in enumerate(steps):
             if not isinstance(s, MigrateSlots):
                 state = apply(state, s)
-                if s.kind == "meet" and s.ordinal == max(x.ordinal for x in steps if x.kind == "meet"):
+                if i == last_meet:
                     for m in rng.sample(migrations, len(migrations)):
                         state = apply(state, m)
         final, _ = converge(state, 6, 1)

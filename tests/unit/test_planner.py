@@ -77,18 +77,20 @@ FORMATION = [
     ),
     pytest.param(
         3, 1,
+        # primaries claim their slots while alone (as valkey-cli does); replicas meet their own primary too
         [("epoch", 0, 1), ("epoch", 1, 2), ("epoch", 2, 3),
-         ("meet", 1, 0), ("meet", 2, 0), ("meet", 3, 0), ("meet", 4, 0), ("meet", 5, 0),
          ("assign", 0, ("0-5461",)), ("assign", 1, ("5462-10922",)), ("assign", 2, ("10923-16383",)),
+         ("meet", 1, 0), ("meet", 2, 0), ("meet", 3, 0), ("meet", 4, 1), ("meet", 4, 0), ("meet", 5, 2), ("meet", 5, 0),
          ("replicate", 3, 0), ("replicate", 4, 1), ("replicate", 5, 2)],
         id="fresh-3x1",
     ),
     pytest.param(
         6, 2,
         [("epoch", o, o + 1) for o in range(6)]
-        + [("meet", o, 0) for o in range(1, 18)]
         + [("assign", 0, ("0-2730",)), ("assign", 1, ("2731-5461",)), ("assign", 2, ("5462-8192",)),
            ("assign", 3, ("8193-10923",)), ("assign", 4, ("10924-13653",)), ("assign", 5, ("13654-16383",))]
+        + [("meet", o, 0) for o in range(1, 6)]
+        + [m for o in range(6, 18) for m in ([("meet", o, 0)] if o % 6 == 0 else [("meet", o, o % 6), ("meet", o, 0)])]
         # like valkey-cli create: ordinal M + j·M + s serves shard s
         + [("replicate", o, (o - 6) % 6) for o in range(6, 18)],
         id="fresh-6x2",
@@ -132,7 +134,8 @@ def test_3x1_to_5x1_fills_new_primaries_in_ordinal_order_with_minimal_moves():
     view = grow(built(3, 1), 4)
     steps = steps_for(view, 5, 1)
     assert summary(steps) == [
-        ("meet", 6, 0), ("meet", 7, 0), ("meet", 8, 0), ("meet", 9, 0),
+        # the new replicas meet their own (new) primaries, and the anchor
+        ("meet", 6, 0), ("meet", 7, 0), ("meet", 8, 6), ("meet", 8, 0), ("meet", 9, 7), ("meet", 9, 0),
         ("migrate", 0, 6, ("3277-5461",)),
         ("migrate", 1, 6, ("8739-9830",)),
         ("migrate", 1, 7, ("9831-10922",)),
@@ -227,6 +230,27 @@ def test_lone_node_with_keys_is_refused_with_its_ordinal():
     assert "ordinal 3" in str(err.value) and "42 keys" in str(err.value)
 
 
+def test_a_formation_cut_short_after_its_slots_were_claimed_is_joined():
+    view = fresh_view(6)
+    for step in steps_for(view, 3, 1):
+        if step.kind == "meet":
+            break
+        view = apply(view, step)
+    assert all(n.is_alone for n in view) and [n.slot_count for n in view][:3] == [5462, 5461, 5461]
+    assert [s.kind for s in steps_for(view, 3, 1)][:1] == ["meet"]
+    final, _ = converge(view, 3, 1)
+    assert shape(final) == layout(fresh_view(6), 3, 1).shape()
+
+
+def test_a_lone_keyless_node_claiming_slots_a_member_owns_is_refused():
+    view = grow(built(3, 0), 1)
+    nodes = list(view.nodes)
+    nodes[3] = dataclasses.replace(nodes[3], slots=(SlotRange(0, 9),), keys=0)
+    with pytest.raises(PlanRefused) as err:
+        steps_for(ClusterView(tuple(nodes)), 4, 0)
+    assert err.value.data["ordinal"] == 3 and "10 slots" in str(err.value)
+
+
 def test_slots_owned_outside_the_expected_pods_are_refused():
     view = built(2, 0)
     ghost = Peer(node_id="f" * 40, ip="127.0.1.99", port=6379, role=PRIMARY, health="online",
@@ -255,7 +279,8 @@ def test_missing_replica_after_failover_is_reattached():
             nodes.append(dataclasses.replace(n, known_nodes=known))
     broken = ClusterView(tuple(nodes))
     steps = steps_for(broken, 3, 1)
-    assert summary(steps) == [("forget", old.node_id[:8]), ("meet", 0, 1), ("replicate", 0, 3)]
+    assert summary(steps) == [("forget", old.node_id[:8]), ("meet", 0, 3), ("meet", 0, 1),
+                              ("replicate", 0, 3)]
     final, _ = converge(broken, 3, 1)
     assert [len(final.replicas_of(p.node_id)) for p in final.primaries()] == [1, 1, 1]
 

@@ -102,6 +102,15 @@ def plan(view: ClusterView, layout: Layout, *, persistence: str | None = None, f
     steps: list[Step] = [t for t in lower if t.ordinal not in targets]
     last = [t for t in restore if t.ordinal not in targets]
     steps += forgets
+    if _forming(view, layout):
+        # As valkey-cli does, each primary claims its slots while still alone: a node that owns slots counts
+        # itself as a reachable primary, so Valkey never sees it in a minority again and its rejoin delay
+        # runs out while gossip spreads, instead of starting when the cluster is complete.
+        epochs = [s for s in intros if isinstance(s, SetConfigEpoch)]
+        meets = [s for s in intros if not isinstance(s, SetConfigEpoch)]
+        steps += epochs + slot_steps + meets + _replica_steps(view, layout) + last
+        _refuse_mixed_versions(view, steps)
+        return tuple(steps)
     steps += intros
     for ordinal in layout.promote:
         n = view.by_ordinal(ordinal)
@@ -154,11 +163,9 @@ def _node_timeout_steps(view: ClusterView, layout: Layout, fast_join: bool, conf
             # Back as soon as it serves: primaries with slots and a short timeout vote each other failed
             # after one busy moment, and with every primary of a forming cluster still lowered while gossip
             # spread, formations on a loaded machine stalled for 40 s in failure flags.
-            if not waiting or n.ordinal in targets:
-                restore.append(SetNodeTimeout(ordinal=n.ordinal, node_id=n.node_id, timeout_ms=normal,
-                                              lower=False, await_ok=waiting))
-            else:
-                already += 1
+            restore.append(SetNodeTimeout(ordinal=n.ordinal, node_id=n.node_id, timeout_ms=normal,
+                                          lower=False, await_ok=waiting))
+            already += waiting
         elif fast_join and waiting and n.node_timeout_ms and not n.slots:
             # A forming cluster's primaries while still alone (their rejoin delay starts with their first
             # slot); a new primary of a serving cluster once it is met, right before slots move onto it.
@@ -167,6 +174,10 @@ def _node_timeout_steps(view: ClusterView, layout: Layout, fast_join: bool, conf
     join = join_node_timeout(len(lower) + already, len(view), normal)
     if join >= normal:
         return [], restore
+    # A forming primary goes back at the end of this same plan, once it serves. A new primary of a serving
+    # cluster is planned again once met: its restore then goes right before the slots it receives.
+    restore += [SetNodeTimeout(ordinal=n.ordinal, node_id=n.node_id, timeout_ms=normal, lower=False, await_ok=True)
+                for n in lower if n.ordinal not in targets and n.is_alone]
     return [SetNodeTimeout(ordinal=n.ordinal, node_id=n.node_id, timeout_ms=join, lower=True) for n in lower], restore
 
 
@@ -387,9 +398,16 @@ def _anchor(view: ClusterView, layout: Layout) -> NodeState | None:
     connected = [n for n in survivors if not n.is_alone]
     lone = [n for n in survivors if n.is_alone]
     lone_owners = [n for n in lone if n.slots]
-    if connected or len(lone_owners) > 1:
+    # A lone owner without keys whose slots nobody else claims is a primary of a formation cut short after
+    # it claimed its slots: it is joined. Any other lone node with slots or keys holds separate data.
+    def claimed_alone(n: NodeState) -> bool:
+        return not n.keys and bool(n.slots) and not any(
+            m is not n and intersect_ranges(n.slots, m.slots) for m in survivors)
+
+    separate = len(lone_owners) > 1 and any(n.keys for n in lone_owners)
+    if connected or separate:
         for n in lone:
-            if n.slots or n.keys:
+            if (n.slots or n.keys) and not claimed_alone(n):
                 what = f"{n.slot_count} slots" if n.slots else f"{n.keys} keys"
                 raise PlanRefused(
                     f"{n.label()} at {n.address} is not part of the cluster but holds {what}; "
@@ -414,6 +432,12 @@ def _anchor(view: ClusterView, layout: Layout) -> NodeState | None:
     return survivors[0] if survivors else None
 
 
+def _forming(view: ClusterView, layout: Layout) -> bool:
+    """A cluster not formed yet: every surviving pod alone, and no slot claimed."""
+    survivors = [view.by_ordinal(o) for o in layout.survivors]
+    return all(n.is_alone for n in survivors) and not any(n.slots for n in survivors)
+
+
 def _meet(n: NodeState, via: NodeState) -> Meet:
     return Meet(ordinal=n.ordinal, node_id=n.node_id, ip=n.ip, port=n.port, via_ordinal=via.ordinal, via_id=via.node_id)
 
@@ -423,8 +447,7 @@ def _introductions(view: ClusterView, layout: Layout, via: NodeState | None) -> 
         return []
     survivors = [view.by_ordinal(o) for o in layout.survivors]
     steps: list[Step] = []
-    forming = all(n.is_alone for n in survivors) and not any(n.slots for n in survivors)
-    if forming:
+    if _forming(view, layout):
         # Distinct config epochs before meeting, as valkey-cli does: no epoch-collision rounds later.
         for ordinal in layout.primaries:
             n = view.by_ordinal(ordinal)
@@ -435,6 +458,13 @@ def _introductions(view: ClusterView, layout: Layout, via: NodeState | None) -> 
         if n.ordinal == via.ordinal or n.ordinal in promoted:
             continue
         if n.is_alone:
+            # A replica-to-be meets its own primary too: CLUSTER REPLICATE then needs no gossip round first.
+            # Every node meets the anchor, which knows them all first and so spreads each of them fastest
+            # (a 100-pod formation is done a second sooner). A primary about to be reset forgets its peers.
+            primary = layout.primary_for(n.ordinal)
+            home = view.get_ordinal(primary) if primary is not None and primary not in promoted else None
+            if home is not None and home.ordinal != via.ordinal:
+                steps.append(_meet(n, home))
             steps.append(_meet(n, via))
             continue
         # A peer that still records this node at an old IP (the pod came back on a new one).

@@ -165,8 +165,9 @@ class SetNodeTimeout(Step):
     Valkey keeps a primary at `cluster_state:fail` for min(cluster-node-timeout, 5 s) (at least 0.5 s) after
     it last saw itself in a minority, and an empty primary that knows no slot owner yet always does: every
     new or fresh primary waits that long before it may serve. Lowered on such a node while it joins; put
-    back (`lower` false) as soon as it serves. With `await_ok` (a new primary about to receive slots) the
-    step first waits until it serves, then puts the timeout back before any slot moves onto it.
+    back (`lower` false) as soon as it serves. With `await_ok` (a node that does not serve yet: a new primary
+    about to receive slots, or a forming primary at the end of its formation) the step first waits until it
+    serves, then puts the timeout back (before any slot moves onto it).
     """
 
     kind: ClassVar[str] = "set_node_timeout"
