@@ -47,3 +47,21 @@ def test_a_batch_joins_steps_of_one_kind_and_disjoint_migrations():
     reps = [Replicate(ordinal=3, node_id="n3", primary_ordinal=0, primary_id="n0"),
             Replicate(ordinal=3, node_id="n3", primary_ordinal=1, primary_id="n1")]
     assert next_batch(reps) == reps[:1]
+
+
+def test_a_formation_runs_as_one_batch_and_a_restore_waits_for_the_next_observation():
+    from valkey_reconciler.steps import SetConfigEpoch, SetNodeTimeout
+
+    lower = SetNodeTimeout(ordinal=0, node_id="n0", timeout_ms=500, lower=True)
+    epoch = SetConfigEpoch(ordinal=0, node_id="n0", epoch=1)
+    assign = AssignSlots(ordinal=0, node_id="n0", ranges=R)
+    meet = Meet(ordinal=1, node_id="n1", ip="10.0.0.1", port=6379, via_ordinal=0, via_id="n0")
+    rep = Replicate(ordinal=1, node_id="n1", primary_ordinal=0, primary_id="n0")
+    restore = SetNodeTimeout(ordinal=0, node_id="n0", timeout_ms=5000, lower=False, await_ok=True)
+    formation = [lower, epoch, assign, meet, rep, restore]
+    assert next_batch(formation) == formation
+    # a restored timeout chains into nothing; migrations never chain
+    mig = MigrateSlots(source_ordinal=0, source_id="n0", target_ordinal=1, target_id="n1", ranges=R)
+    assert next_batch([restore, meet]) == [restore]
+    assert next_batch([meet, mig]) == [meet]
+    assert next_batch([rep, assign]) == [rep]

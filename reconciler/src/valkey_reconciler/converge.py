@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Sequence, TextIO
 
 from valkey_reconciler.errors import EXIT_OK, StepFailed
@@ -57,16 +56,10 @@ def converge(*, observe: Callable[[], ClusterView], plan: Callable[[ClusterView]
             raise StepFailed(f"step did not take effect after {MAX_REPEATS} attempts: {batch[0].describe()}",
                              kind=batch[0].kind)
         executor.timeout = max(1.0, deadline.remaining())
-        t0 = time.monotonic()
-        for step in batch:
-            log.info("step_started", kind=step.kind, step=step.describe())
         try:
-            execute(batch, view)
+            execute(batch, view)  # logs step_started / step_finished per run of one kind
         except StaleStep as exc:
             log.info("step_skipped", kind=batch[0].kind, reason=str(exc))
         else:
-            elapsed = round(time.monotonic() - t0, 3)
-            for step in batch:
-                log.info("step_finished", kind=step.kind, step=step.describe(), elapsed_s=elapsed)
             taken += len(batch)
         view = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Sequence
 
 import valkey
@@ -22,34 +23,65 @@ from valkey_reconciler.waits import wait_until
 # Valkey answers "Unknown node" to REPLICATE/FORGET until gossip has told the node about the peer.
 GOSSIP_RETRY_S = 0.05
 BATCHABLE = (SetConfigEpoch, SetNodeTimeout, Meet, AssignSlots, Replicate, Forget, AwaitMigration)
+# A run of these kinds may go on into a run of the next kinds in the same batch (a formation: lowered
+# timeouts, epochs, slots, meets, replicas, restored timeouts): the executor checks each of their
+# preconditions live (an epoch already set, a peer not known yet, a node not serving yet), so an observation
+# in between adds nothing but a read of every pod - seconds at 100 pods while gossip spreads. A run of
+# timeouts goes on only when it lowers them.
+CHAINS: dict[type, tuple[type, ...]] = {
+    SetNodeTimeout: (SetConfigEpoch, AssignSlots, Meet),
+    SetConfigEpoch: (AssignSlots, Meet),
+    AssignSlots: (Meet, SetNodeTimeout),
+    Meet: (Replicate, SetNodeTimeout),
+    Replicate: (SetNodeTimeout,),
+}
 
 
 class StaleStep(Exception):
     """A pod's node id differs from what the plan expected: observe again and re-plan."""
 
 
+def _run_of(steps: Sequence[Step]) -> list[Step]:
+    """The leading steps of one batchable kind (replicas on distinct pods)."""
+    first = steps[0]
+    run = [first]
+    seen = set(first.ordinals()[:1]) if isinstance(first, Replicate) else set()
+    for step in steps[1:]:
+        if type(step) is not type(first):
+            break
+        if isinstance(step, Replicate):
+            if step.ordinal in seen:
+                break
+            seen.add(step.ordinal)
+        run.append(step)
+    return run
+
+
+def _chains(run: Sequence[Step], following: Step) -> bool:
+    if isinstance(run[0], SetNodeTimeout) and not all(s.lower for s in run):  # type: ignore[attr-defined]
+        return False
+    return type(following) in CHAINS.get(type(run[0]), ())
+
+
 def next_batch(steps: Sequence[Step]) -> list[Step]:
     """The first step plus every following step that can run with it.
 
-    Consecutive steps of one batchable kind go together (replicas on distinct pods); consecutive
-    migrations whose source/target pods are pairwise disjoint go together (picked greedily among the
-    consecutive migrations); consecutive open-slot
-    closures go together while they share one migrating/importing pair.
+    Consecutive steps of one batchable kind go together (replicas on distinct pods), and such a run goes on
+    into the next one where CHAINS allows;
+    consecutive migrations whose source/target pods are pairwise disjoint go together (picked greedily among
+    the consecutive migrations); consecutive open-slot closures go together while they share one
+    migrating/importing pair.
     """
     if not steps:
         return []
     first = steps[0]
     batch = [first]
     if isinstance(first, BATCHABLE):
-        seen = set(first.ordinals()[:1]) if isinstance(first, Replicate) else set()
-        for step in steps[1:]:
-            if type(step) is not type(first):
-                break
-            if isinstance(step, Replicate):
-                if step.ordinal in seen:
-                    break
-                seen.add(step.ordinal)
-            batch.append(step)
+        batch = _run_of(steps)
+        last_run = batch
+        while len(batch) < len(steps) and _chains(last_run, steps[len(batch)]):
+            last_run = _run_of(steps[len(batch):])
+            batch += last_run
     elif isinstance(first, MigrateSlots):
         # Among the consecutive migrations, every one whose pods are disjoint from those already
         # picked runs now; the rest are planned again after the next observation.
@@ -162,20 +194,35 @@ class Executor:
 
     # -- entry point ----------------------------------------------------------------------------------
 
-    def run(self, batch: Sequence[Step], view: ClusterView) -> None:
+    def run(self, batch: Sequence[Step], view: ClusterView, **context: Any) -> None:
+        """Run a batch from next_batch: each run of one kind in turn, logged as it starts and finishes
+        (`context` is added to those events)."""
         self._verify(batch, view)
-        first = batch[0]
-        handler = {
+        handlers = {
             CloseOpenSlot: self._close_open_slots, AwaitMigration: self._await_migrations,
             AwaitFailover: self._await_failover, AwaitAgreement: self._await_agreement,
             SetConfigEpoch: self._set_config_epochs, SetNodeTimeout: self._set_node_timeouts, Meet: self._meet,
             AssignSlots: self._assign_slots,
             MigrateSlots: self._migrate, Replicate: self._replicate, ResetNode: self._reset,
             Forget: self._forget, Failover: self._failover,
-        }.get(type(first))
-        if handler is None:
-            raise StepFailed(f"the executor does not know step kind {first.kind!r}", kind=first.kind)
-        handler(list(batch), view)
+        }
+        runs: list[list[Step]] = []
+        for step in batch:
+            if runs and type(runs[-1][0]) is type(step):
+                runs[-1].append(step)
+            else:
+                runs.append([step])
+        for run in runs:
+            handler = handlers.get(type(run[0]))
+            if handler is None:
+                raise StepFailed(f"the executor does not know step kind {run[0].kind!r}", kind=run[0].kind)
+            started = time.monotonic()
+            for step in run:
+                self.log.info("step_started", kind=step.kind, step=step.describe(), **context)
+            handler(run, view)
+            elapsed = round(time.monotonic() - started, 3)
+            for step in run:
+                self.log.info("step_finished", kind=step.kind, step=step.describe(), elapsed_s=elapsed, **context)
 
     # -- step kinds -----------------------------------------------------------------------------------
 
