@@ -75,7 +75,7 @@ def reconcile(settings: Settings, nodes: list[Node], log: Any, out: TextIO) -> i
         nonlocal last_settle_log
         why = _settled(view)
         if why is None:
-            taken += roll.run(settings, nodes, log, out, placements)  # restart outdated pods, then failback
+            taken += roll.run(settings, nodes, log, out, placements, view=view)  # restart outdated pods, then failback
             elapsed = round(time.monotonic() - started, 3)
             if settings.dry_run:
                 print("nothing to do: the cluster already matches the desired layout", file=out)

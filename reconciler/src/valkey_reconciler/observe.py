@@ -231,11 +231,22 @@ def _config_int(reply: Any, name: str) -> int:
 
 def observe(nodes: Sequence[Node], timeout: float, placements: Sequence[Placement | None] | None = None,
             log: Any = None) -> ClusterView:
-    """Wait until every pod answers, then read them all at once into a ClusterView.
+    """Read every pod at once into a ClusterView. When a read fails (a pod restarting or not answering yet, a
+    rejected login), wait until every pod answers PING with auth, then read them all again.
 
     A node that drops between the PING and the reads (a restart) is waited for again, within `timeout`.
     """
     end = time.monotonic() + timeout
+
+    def read(node: Node) -> NodeState:
+        node.refresh()  # a pod that came back gets a new IP
+        return read_node(node, placements[node.ordinal] if placements else None)
+
+    try:
+        # Most observations find every pod up: no PING round first (at 100 pods it costs as much as the reads).
+        return ClusterView(nodes=tuple(parallel(nodes, read)))
+    except TRANSIENT:
+        pass
     while True:
         wait_ready(nodes, max(0.0, end - time.monotonic()), log)
         try:

@@ -229,13 +229,18 @@ def decide(view: ClusterView, desired: Layout, snapshot: PodSnapshot | None, pol
     steps = plan(view, desired, persistence=policy.persistence)
     if steps:
         return Converge(tuple(steps))
+    outdated = []
+    if snapshot is not None and policy.restart_pods:
+        outdated = [n for n in view if (p := snapshot.pod(n.ordinal)) is not None and snapshot.outdated(p)]
+    rolling = snapshot is not None and rollout_in_progress(snapshot.statefulset)
+    if not outdated and not rolling and all(s.home == s.primary for s in desired.shards):
+        # Nothing to restart or fail back: no need to wait until every node has heard every replica's role.
+        return Done("every pod is at the update revision and every primary is on its home ordinal")
     why = _not_ready(view, snapshot)
     if why:
         return Wait(why)
-    if snapshot is not None and policy.restart_pods:
-        outdated = [n for n in view if (p := snapshot.pod(n.ordinal)) is not None and snapshot.outdated(p)]
-        if outdated:
-            return _roll_action(view, snapshot, outdated, policy)
+    if outdated:
+        return _roll_action(view, snapshot, outdated, policy)
     back = _failback_action(view, desired)
     if back is not None:
         return back
@@ -287,8 +292,9 @@ class Roller:
                 self.log.warning("event_not_recorded", reason=reason, error=str(exc))
             self._event_failed = True
 
-    def run(self) -> int:
-        """Loop until done; returns the number of actions taken. Each action gets the full timeout."""
+    def run(self, view: ClusterView | None = None) -> int:
+        """Loop until done; returns the number of actions taken. Each action gets the full timeout. `view`
+        is a fresh observation to start from (the one reconcile just found settled)."""
         s = self.settings
         place_map = {i: p for i, p in enumerate(self.placements or []) if p is not None}
         deadline = Deadline(s.timeout)
@@ -297,8 +303,10 @@ class Roller:
         if self.api is None:
             self.log.info("roll_unavailable", message="no pod interface here (outside Kubernetes and local mode): "
                                                       "outdated pods are not restarted; failback still runs")
+        first = view
         while True:
-            view = observe(self.nodes, deadline.remaining(), self.placements, self.log)
+            view = first if first is not None else observe(self.nodes, deadline.remaining(), self.placements, self.log)
+            first = None
             desired = layout(view, s.masters, s.replicas_per_master, place_map)
             snapshot = self.api.snapshot() if self.api is not None else None
             action = decide(view, desired, snapshot, self.policy)
@@ -347,12 +355,7 @@ class Roller:
             deadline, pause = Deadline(s.timeout), WAIT_POLL_S
 
     def _converge(self, executor: Executor, action: Converge, view: ClusterView) -> None:
-        batch = next_batch(action.steps)
-        for step in batch:
-            self.log.info("step_started", kind=step.kind, step=step.describe(), during="roll")
-        executor.run(batch, view)
-        for step in batch:
-            self.log.info("step_finished", kind=step.kind, step=step.describe(), during="roll")
+        executor.run(next_batch(action.steps), view, during="roll")
 
     def _restart(self, action: Restart, snapshot: PodSnapshot | None, deadline: Deadline) -> None:
         assert self.api is not None
@@ -436,13 +439,15 @@ class Roller:
 
 
 def run(settings: Any, nodes: list[Node], log: Any, out: TextIO | None = None,
-        placements: Sequence[Placement | None] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """The roll and failback after a converged `reconcile`; returns the number of actions taken."""
+        placements: Sequence[Placement | None] | None = None, environ: Mapping[str, str] | None = None,
+        view: ClusterView | None = None) -> int:
+    """The roll and failback after a converged `reconcile` (`view`: its last observation); returns the
+    number of actions taken."""
     environ = os.environ if environ is None else environ
     allow = allow_data_loss(environ)
     api = make_pod_api(settings, log, environ)
     policy_ = Policy(settings.persistence, allow, restart_pods=api is not None)
-    return Roller(settings, list(nodes), log, api, policy_, placements, out).run()
+    return Roller(settings, list(nodes), log, api, policy_, placements, out).run(view)
 
 
 __all__ = ["Action", "Converge", "Done", "Failover", "Policy", "Refuse", "Restart", "Roller", "Wait", "decide",
