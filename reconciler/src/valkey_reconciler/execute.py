@@ -263,16 +263,25 @@ class Executor:
         parallel_steps(batch, apply)
 
     def _meet(self, batch: list[Meet], view: ClusterView) -> None:
-        def apply(step: Meet) -> None:
-            via = view.by_ordinal(step.via_ordinal)
-            # MEET takes IPs only. A fresh node is met from one side: when it also MEETs back, the anchor
-            # holds two handshakes per node and a 100-node formation stalls for seconds. A known node at
-            # a new IP is met both ways so neither side keeps advertising a stale address.
-            self.node(step.via_ordinal).cmd("CLUSTER", "MEET", step.ip, step.port)
+        # MEET takes IPs only. A fresh node is met from one side: when it also MEETs back, the anchor holds
+        # two handshakes per node and a 100-node formation stalls for seconds. A known node at a new IP is
+        # met both ways so neither side keeps advertising a stale address.
+        sends: dict[int, list[tuple[str, int]]] = {}
+        for step in batch:
+            sends.setdefault(step.via_ordinal, []).append((step.ip, step.port))
             if not view.by_ordinal(step.ordinal).is_alone:
-                self.node(step.ordinal).cmd("CLUSTER", "MEET", via.ip, via.port)
+                via = view.by_ordinal(step.via_ordinal)
+                sends.setdefault(step.ordinal, []).append((via.ip, via.port))
 
-        parallel_steps(batch, apply)
+        def send(node: Node) -> None:
+            # One pipeline per sender: a thread per MEET opened dozens of new connections to the anchor
+            # while gossip kept it busy, and sending 150 MEETs then took up to 8 s instead of 50 ms.
+            pipe = node.client.pipeline(transaction=False)
+            for ip, port in sends[node.ordinal]:
+                pipe.execute_command("CLUSTER", "MEET", ip, port)
+            pipe.execute()
+
+        parallel([self.node(o) for o in sorted(sends)], send)
         pairs = [(s.ordinal, s.via_ordinal) for s in batch]
         ordinals = sorted({o for pair in pairs for o in pair})
 
