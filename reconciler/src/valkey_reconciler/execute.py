@@ -11,12 +11,13 @@ from valkey_reconciler import migrate
 from valkey_reconciler.errors import ConvergenceTimeout, StepFailed
 from valkey_reconciler.node import Node
 from valkey_reconciler.observe import parallel, parse_shards
+from valkey_reconciler.plan import JOIN_NODE_TIMEOUT_MS
 from valkey_reconciler.steps import (
     AssignSlots, AwaitAgreement, AwaitFailover, AwaitMigration, CloseOpenSlot, Failover, Forget, Meet, MigrateSlots, Replicate, ResetNode,
     SetConfigEpoch, SetNodeTimeout, Step,
 )
 from valkey_reconciler.view import (
-    FAILED, PRIMARY, ClusterView, SlotRange, count_slots, format_ranges, iter_slots,
+    FAILED, PRIMARY, TOTAL_SLOTS, ClusterView, SlotRange, count_slots, format_ranges, iter_slots,
 )
 from valkey_reconciler.waits import wait_until
 
@@ -242,9 +243,7 @@ class Executor:
         def apply(step: SetNodeTimeout) -> None:
             node = self.node(step.ordinal)
             if step.await_ok:
-                self._wait(lambda: None if node.cmd("CLUSTER INFO").get("cluster_state") == "ok"
-                           else f"{node.label()} reports cluster_state fail",
-                           f"{node.label()} to report cluster_state ok before it receives slots")
+                self._await_serving(node, step)
             try:
                 node.cmd("CONFIG", "SET", "cluster-node-timeout", step.timeout_ms)
             except valkey.exceptions.NoPermissionError as exc:
@@ -261,6 +260,27 @@ class Executor:
                                  ordinal=step.ordinal) from None
 
         parallel_steps(batch, apply)
+
+    def _await_serving(self, node: Node, step: SetNodeTimeout) -> None:
+        """Wait until a lowered primary reports cluster_state ok.
+
+        Valkey checks the rejoin delay with the cluster-node-timeout in force at the moment the node could turn
+        ok. So once the node sees every slot served and it is still not ok, it briefly runs the shortest
+        timeout Valkey allows (the lowered value stays within the ping budget only while gossip spreads); the
+        normal value follows as soon as it serves, well within that timeout."""
+        nudged = []
+
+        def pending() -> str | None:
+            info = node.cmd("CLUSTER INFO")
+            if info.get("cluster_state") == "ok":
+                return None
+            if not nudged and int(info.get("cluster_slots_ok", 0) or 0) == TOTAL_SLOTS \
+                    and step.timeout_ms > JOIN_NODE_TIMEOUT_MS:
+                node.cmd("CONFIG", "SET", "cluster-node-timeout", JOIN_NODE_TIMEOUT_MS)
+                nudged.append(True)
+            return f"{node.label()} reports cluster_state fail"
+
+        self._wait(pending, f"{node.label()} to report cluster_state ok")
 
     def _meet(self, batch: list[Meet], view: ClusterView) -> None:
         # MEET takes IPs only. A fresh node is met from one side: when it also MEETs back, the anchor holds
