@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/probes.py gossip --nodes 100        # how long until every node knows every other
     .venv/bin/python bench/probes.py migrate-to-failing-target  # does atomic migration wait for the target?
+    .venv/bin/python bench/probes.py formation-floor --masters 50  # our formation by hand, no tool overhead
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
 from valkey.crc import key_slot  # noqa: E402
+from valkey.exceptions import ResponseError  # noqa: E402
+from valkey_reconciler.plan import JOIN_NODE_TIMEOUT_MS, PROJECT_NODE_TIMEOUT_MS, join_node_timeout  # noqa: E402
+from valkey_reconciler.view import TOTAL_SLOTS  # noqa: E402
 
 POLL_SECONDS = 0.05
 PROBE_TIMEOUT_SECONDS = 120.0
@@ -68,6 +72,81 @@ def gossip(args) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def formation_floor(args) -> None:
+    """valkey-reconciler's formation sequence done by hand, with no observation and no tool start-up: lowered
+    timeouts, epochs and slots on the lone primaries (pipelined), MEETs (anchor to every node, each primary to
+    its replica), REPLICATE, then the 500 ms moment once a primary sees every slot served. Prints when every
+    primary saw all 16384 slots served (gossip) and when the cluster was fully converged (bench criterion)."""
+    work = harness.workdir()
+    masters, size = args.masters, 2 * args.masters
+    lowered = join_node_timeout(masters, size, PROJECT_NODE_TIMEOUT_MS)
+    for _ in range(args.repeats):
+        nodes = harness.start_nodes(work, harness.FIRST_BENCH_CLUSTER, size, args.engine)
+        clients = [n.client() for n in nodes.nodes]
+        pool = ThreadPoolExecutor(MEET_THREADS)
+        try:
+            started = time.monotonic()
+            ids = list(pool.map(lambda c: c.execute_command("CLUSTER MYID"), clients))
+            share = TOTAL_SLOTS // masters
+
+            def prepare(i: int) -> None:
+                pipe = clients[i].pipeline(transaction=False)
+                pipe.execute_command("CONFIG", "SET", "cluster-node-timeout", lowered)
+                pipe.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+                last = TOTAL_SLOTS - 1 if i == masters - 1 else (i + 1) * share - 1
+                pipe.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
+                pipe.execute()
+
+            list(pool.map(prepare, range(masters)))
+
+            def meet(i: int) -> None:
+                pipe = clients[i].pipeline(transaction=False)
+                others = nodes.nodes[1:] if i == 0 else [nodes.nodes[i + masters]] if i < masters else []
+                for other in others:
+                    pipe.execute_command("CLUSTER", "MEET", other.ip, other.port)
+                pipe.execute()
+
+            list(pool.map(meet, range(masters)))
+
+            def replicate(i: int) -> None:
+                while True:
+                    try:
+                        clients[i].execute_command("CLUSTER", "REPLICATE", ids[i - masters])
+                        return
+                    except ResponseError as exc:
+                        if "Unknown node" not in str(exc) or time.monotonic() - started > PROBE_TIMEOUT_SECONDS:
+                            raise
+                        time.sleep(POLL_SECONDS)
+
+            list(pool.map(replicate, range(masters, size)))
+            serving: set[int] = set()
+            covered_at = None
+            while len(serving) < masters:
+                infos = list(pool.map(lambda c: c.execute_command("CLUSTER INFO"), clients[:masters]))
+                if covered_at is None and all(int(i["cluster_slots_ok"]) == TOTAL_SLOTS for i in infos):
+                    covered_at = time.monotonic() - started
+                for i, info in enumerate(infos):
+                    if i in serving:
+                        continue
+                    if info["cluster_state"] == "ok":
+                        clients[i].execute_command("CONFIG", "SET", "cluster-node-timeout", PROJECT_NODE_TIMEOUT_MS)
+                        serving.add(i)
+                    elif int(info["cluster_slots_ok"]) == TOTAL_SLOTS:
+                        clients[i].execute_command("CONFIG", "SET", "cluster-node-timeout", JOIN_NODE_TIMEOUT_MS)
+                if time.monotonic() - started > PROBE_TIMEOUT_SECONDS:
+                    raise SystemExit("the primaries did not all serve in time")
+                time.sleep(POLL_SECONDS)
+            harness.wait_converged(nodes, masters, 1)
+            print(f"{masters}x1 by hand: every primary saw every slot served after {covered_at:.2f} s; "
+                  f"fully converged after {time.monotonic() - started:.2f} s")
+        finally:
+            pool.shutdown()
+            for client in clients:
+                client.close()
+            nodes.stop_all()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def migrate_to_failing_target(args) -> None:
     """3 primaries; a fresh node is met and, as soon as it knows the slot owners (so still inside its rejoin
     delay), CLUSTER MIGRATESLOTS moves slots 0-99 to it. Prints the job's end and what the target answers."""
@@ -112,8 +191,13 @@ def main() -> None:
     p.add_argument("--nodes", type=int, default=100)
     p.add_argument("--engine", choices=("9", "8"), default="9")
     sub.add_parser("migrate-to-failing-target")
+    f = sub.add_parser("formation-floor")
+    f.add_argument("--masters", type=int, default=50)
+    f.add_argument("--repeats", type=int, default=3)
+    f.add_argument("--engine", choices=("9", "8"), default="9")
     args = parser.parse_args()
-    {"gossip": gossip, "migrate-to-failing-target": migrate_to_failing_target}[args.probe](args)
+    {"gossip": gossip, "migrate-to-failing-target": migrate_to_failing_target,
+     "formation-floor": formation_floor}[args.probe](args)
 
 
 if __name__ == "__main__":
