@@ -150,6 +150,14 @@ def test_unsynced_replica_waits_before_anything_is_restarted():
     assert isinstance(wait, Wait) and "ordinal 4" in wait.reason and "not synced" in wait.reason
 
 
+def test_nothing_to_restart_or_fail_back_is_done_without_waiting_for_the_cluster_to_settle():
+    view = built(3, 1)
+    nodes = [dataclasses.replace(n, link_up=False) if n.ordinal == 4 else n for n in view]
+    view = type(view)(tuple(nodes))
+    assert isinstance(next_action(view, snapshot(view, {n.ordinal: NEW for n in view})), Done)
+    assert isinstance(next_action(view, None, Policy(persistence="rdb", restart_pods=False)), Done)
+
+
 def test_rolling_update_in_progress_waits():
     view = built(3, 1)
     snap = snapshot(view, {n.ordinal: (NEW if n.ordinal == 5 else OLD) for n in view}, strategy=ROLLING_UPDATE)

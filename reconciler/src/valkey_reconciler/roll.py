@@ -31,6 +31,7 @@ FAILOVER_ATTEMPT_S = 12.0
 FAILOVER_ATTEMPTS = 3
 # The same action decided again this many times in a row means it does not take effect: stop.
 MAX_REPEATS = 3
+ALL_DONE = "every pod is at the update revision and every primary is on its home ordinal"
 
 ROLL = "roll"
 FAILBACK = "failback"
@@ -221,8 +222,8 @@ def _failback_action(view: ClusterView, desired: Layout) -> Failover | None:
 def decide(view: ClusterView, desired: Layout, snapshot: PodSnapshot | None, policy: Policy) -> Action:
     """The next action of the roll and failback, from the observed cluster, its desired layout and the pods.
 
-    Topology first (the regular plan), then wait until every pod is back, ready, synced and agreed on;
-    then outdated replicas one at a time (lowest ordinal first), then each outdated primary: a manual
+    Topology first (the regular plan); done at once when no pod is outdated and every primary is home; else
+    wait until every pod is back, ready, synced and agreed on; then outdated replicas one at a time (lowest ordinal first), then each outdated primary: a manual
     failover to its most up-to-date replica (the old primary is then an outdated replica: restarted next)
     or, for a shard without replica, a restart alone (refused without persistence unless allowed); last,
     primaries back to their home ordinals. Pure and deterministic."""
@@ -235,7 +236,7 @@ def decide(view: ClusterView, desired: Layout, snapshot: PodSnapshot | None, pol
     rolling = snapshot is not None and rollout_in_progress(snapshot.statefulset)
     if not outdated and not rolling and all(s.home == s.primary for s in desired.shards):
         # Nothing to restart or fail back: no need to wait until every node has heard every replica's role.
-        return Done("every pod is at the update revision and every primary is on its home ordinal")
+        return Done(ALL_DONE)
     why = _not_ready(view, snapshot)
     if why:
         return Wait(why)
@@ -244,7 +245,7 @@ def decide(view: ClusterView, desired: Layout, snapshot: PodSnapshot | None, pol
     back = _failback_action(view, desired)
     if back is not None:
         return back
-    return Done("every pod is at the update revision and every primary is on its home ordinal")
+    return Done(ALL_DONE)
 
 
 def allow_data_loss(environ: Mapping[str, str]) -> bool:
