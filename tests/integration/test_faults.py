@@ -27,17 +27,19 @@ def by_scheme(nodes, masters: int, replicas: int, hosts, *extra: str) -> Run:
     return Run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
 
 
-def settled_snapshot(nodes, ordinals=None, timeout: float = 30):
-    """A snapshot once gossip is quiet: two reads in a row agree (bounded)."""
+def settled_snapshot(nodes, ordinals=None, timeout: float = 30, quiet: float = 1.0):
+    """A snapshot once gossip is quiet: every read for `quiet` seconds agrees (bounded). Two reads 0.2 s apart
+    were not enough on 8.x: a node that just joined can list itself under another shard for a while longer."""
     end = time.monotonic() + timeout
-    last = snapshot(nodes, ordinals)
+    last, since = snapshot(nodes, ordinals), time.monotonic()
     while True:
         time.sleep(0.2)
         now = snapshot(nodes, ordinals)
-        if now == last:
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
             return now
         assert time.monotonic() < end, "the cluster did not settle before the test"
-        last = now
 
 
 def refused(run: Run, before, nodes) -> str:
