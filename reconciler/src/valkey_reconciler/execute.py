@@ -68,10 +68,9 @@ def next_batch(steps: Sequence[Step]) -> list[Step]:
     """The first step plus every following step that can run with it.
 
     Consecutive steps of one batchable kind go together (replicas on distinct pods), and such a run goes on
-    into the next one where CHAINS allows;
-    consecutive migrations whose source/target pods are pairwise disjoint go together (picked greedily among
-    the consecutive migrations); consecutive open-slot closures go together while they share one
-    migrating/importing pair.
+    into the next one where CHAINS allows; consecutive migrations whose source/target pods are pairwise
+    disjoint go together (picked greedily among the consecutive migrations); consecutive open-slot closures
+    go together while they share one migrating/importing pair.
     """
     if not steps:
         return []
