@@ -8,7 +8,7 @@ from pathlib import Path
 
 from valkey_reconciler import cli
 from valkey_reconciler.execute import next_batch
-from valkey_reconciler.steps import AssignSlots, Meet, MigrateSlots, Replicate
+from valkey_reconciler.steps import AssignSlots, Meet, MigrateSlots, Replicate, SetConfigEpoch, SetNodeTimeout
 from valkey_reconciler.view import SlotRange
 
 RECONCILER = Path(sys.executable).parent / "valkey-reconciler"
@@ -50,8 +50,6 @@ def test_a_batch_joins_steps_of_one_kind_and_disjoint_migrations():
 
 
 def test_a_formation_runs_as_one_batch_and_a_restore_waits_for_the_next_observation():
-    from valkey_reconciler.steps import SetConfigEpoch, SetNodeTimeout
-
     lower = SetNodeTimeout(ordinal=0, node_id="n0", timeout_ms=500, lower=True)
     epoch = SetConfigEpoch(ordinal=0, node_id="n0", epoch=1)
     assign = AssignSlots(ordinal=0, node_id="n0", ranges=R)

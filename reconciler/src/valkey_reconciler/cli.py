@@ -38,9 +38,8 @@ def _settled(view: ClusterView) -> str | None:
     bad = [n.label() for n in view if n.cluster_state != "ok"]
     if bad:
         return "cluster_state is not ok on " + ", ".join(bad)
-    if not view.agrees(roles=False):
-        return f"the nodes do not yet agree on the slot map: {view.disagreement(roles=False)}"
-    return None
+    differs = view.disagreement(roles=False)
+    return f"the nodes do not yet agree on the slot map: {differs}" if differs else None
 
 
 def reconcile(settings: Settings, nodes: list[Node], log: Any, out: TextIO) -> int:

@@ -107,10 +107,8 @@ def plan(view: ClusterView, layout: Layout, *, persistence: str | None = None, f
         # itself as a reachable primary, so Valkey never sees it in a minority again and its rejoin delay
         # runs out while gossip spreads, instead of starting when the cluster is complete.
         epochs = [s for s in intros if isinstance(s, SetConfigEpoch)]
-        meets = [s for s in intros if not isinstance(s, SetConfigEpoch)]
-        steps += epochs + slot_steps + meets + _replica_steps(view, layout) + last
-        _refuse_mixed_versions(view, steps)
-        return tuple(steps)
+        intros = epochs + slot_steps + [s for s in intros if not isinstance(s, SetConfigEpoch)]
+        slot_steps = []
     steps += intros
     for ordinal in layout.promote:
         n = view.by_ordinal(ordinal)

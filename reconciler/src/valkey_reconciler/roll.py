@@ -223,8 +223,8 @@ def decide(view: ClusterView, desired: Layout, snapshot: PodSnapshot | None, pol
     """The next action of the roll and failback, from the observed cluster, its desired layout and the pods.
 
     Topology first (the regular plan); done at once when no pod is outdated and every primary is home; else
-    wait until every pod is back, ready, synced and agreed on; then outdated replicas one at a time (lowest ordinal first), then each outdated primary: a manual
-    failover to its most up-to-date replica (the old primary is then an outdated replica: restarted next)
+    wait until every pod is back, ready, synced and agreed on; then outdated replicas one at a time (lowest
+    ordinal first), then each outdated primary: a manual failover to its most up-to-date replica (the old primary is then an outdated replica: restarted next)
     or, for a shard without replica, a restart alone (refused without persistence unless allowed); last,
     primaries back to their home ordinals. Pure and deterministic."""
     steps = plan(view, desired, persistence=policy.persistence)

@@ -42,8 +42,9 @@ def problems(view: ClusterView, replicas_per_master: int | None) -> list[str]:
         out.append(f"slot {o.slot} is open ({o.state}) on {n.label()}")
     for job in view.active_migrations():
         out.append(f"an atomic migration of {format_ranges(job.ranges)} is in flight ({job.state})")
-    if not view.agrees(roles=False):
-        out.append(f"the nodes do not agree on the slot map: {view.disagreement(roles=False)}")
+    differs = view.disagreement(roles=False)
+    if differs:
+        out.append(f"the nodes do not agree on the slot map: {differs}")
     for node_id, reports in view.foreign_peers().items():
         # A pod's old identity (it came back as a new node) or a node that is none of the pods.
         state = "failed" if all(p.health == FAILED for p in reports) else "alive"

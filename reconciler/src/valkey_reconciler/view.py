@@ -391,10 +391,7 @@ class ClusterView:
     def agrees(self, roles: bool = True) -> bool:
         """Every node reports the same slot → owner map (and, with `roles`, every node's role), matching what
         each node claims."""
-        if not self.nodes:
-            return True
-        claimed = self.claimed_topology(roles)
-        return all(self.topology_seen_by(n, roles) == claimed for n in self.nodes)
+        return self.disagreement(roles) is None
 
     def disagreement(self, roles: bool = True) -> str | None:
         """The first node whose view differs from what the nodes claim, and how; None when they agree."""
